@@ -1,0 +1,155 @@
+"""Settings: defaults here, then instance/config.py, then DIALER_* variables, then a test mapping."""
+import os
+import re
+import secrets
+from urllib.parse import urlsplit
+
+import phonenumbers
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message names it in one line."""
+
+
+class Config:
+    """Defaults. Secrets are never set here."""
+
+    SECRET_KEY = None  # made once and kept in the instance folder when not configured
+    DATABASE = None  # defaults to <instance>/dialer.sqlite
+    PUBLIC_BASE_URL = "http://127.0.0.1:5000"
+    TELEPHONY = None  # "sandbox" | "twilio"; chosen from the credentials when unset
+
+    TWILIO_ACCOUNT_SID = None
+    TWILIO_AUTH_TOKEN = None
+    TWILIO_API_KEY_SID = None
+    TWILIO_API_KEY_SECRET = None
+    TWILIO_TWIML_APP_SID = None
+    TWILIO_CALLER_ID = None
+    TWILIO_API_BASE_URL = None  # set to the sandbox's URL in sandbox mode; None means api.twilio.com
+    TWILIO_TIMEOUT = 10  # seconds the app waits for Twilio's REST API
+
+    DEFAULT_REGION = "GB"
+    ALLOWED_COUNTRIES = ["GB", "IE", "US", "CA"]
+
+    HOLD_MESSAGE = "Please hold while we connect you to an agent."
+    FALLBACK_MESSAGE = "Sorry, no agents are available. Please try again later."
+    SAY_VOICE = "alice"
+    SAY_LANGUAGE = "en-GB"
+    DIAL_TIMEOUT = 45
+    DIAL_RECORD = "record-from-answer-dual"
+    ANSWER_ON_BRIDGE = True
+    AUTO_ACCEPT_OWN_CALLS = True
+    VOICE_TOKEN_TTL = 3600  # seconds; Twilio refuses more than 24 h
+
+    # Sandbox only: how fast simulated time runs (0.05 = twenty times faster), and whether
+    # status callbacks are delivered shuffled and repeated, as Twilio may.
+    SANDBOX_TIME_SCALE = 1.0
+    SANDBOX_CALLBACK_CHAOS = False
+    SANDBOX_CREATE_DEMO_AGENT = True
+
+    WTF_CSRF_TIME_LIMIT = None  # a token lasts as long as the session: agents keep the page open all shift
+
+
+DIAL_RECORD_MODES = {
+    "do-not-record", "record-from-answer", "record-from-ringing",
+    "record-from-answer-dual", "record-from-ringing-dual",
+}
+SID_PATTERNS = {
+    "TWILIO_ACCOUNT_SID": r"AC[0-9a-fA-F]{32}",
+    "TWILIO_API_KEY_SID": r"SK[0-9a-fA-F]{32}",
+    "TWILIO_TWIML_APP_SID": r"AP[0-9a-fA-F]{32}",
+}
+
+
+def load(app, test_config=None):
+    """Fill app.config in the agreed order and check it."""
+    app.config.from_object(Config)
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("DIALER")
+    if test_config:
+        app.config.update(test_config)
+    cfg = app.config
+    if not cfg["DATABASE"]:
+        cfg["DATABASE"] = os.path.join(app.instance_path, "dialer.sqlite")
+    if not cfg["TELEPHONY"]:
+        has_credentials = cfg["TWILIO_ACCOUNT_SID"] and cfg["TWILIO_AUTH_TOKEN"]
+        cfg["TELEPHONY"] = "twilio" if has_credentials else "sandbox"
+    if not cfg["SECRET_KEY"]:
+        cfg["SECRET_KEY"] = _instance_secret(app.instance_path, "secret_key")
+    validate(cfg)
+
+
+def _instance_secret(instance_path, name):
+    """Read a generated secret from the instance folder, making it on first use."""
+    path = os.path.join(instance_path, name)
+    if os.path.exists(path):
+        with open(path) as f:
+            return f.read().strip()
+    os.makedirs(instance_path, exist_ok=True)
+    value = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return value
+
+
+def _is_url(value):
+    parts = urlsplit(str(value))
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _e164(value):
+    try:
+        number = phonenumbers.parse(str(value), None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(number) and str(value) == phonenumbers.format_number(
+        number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def validate(cfg):
+    """Raise ConfigError naming the first wrong setting."""
+    def fail(name, why):
+        raise ConfigError(f"setting {name} ({'DIALER_' + name}) {why}")
+
+    if cfg["TELEPHONY"] not in ("sandbox", "twilio"):
+        fail("TELEPHONY", f"must be 'sandbox' or 'twilio', not {cfg['TELEPHONY']!r}")
+    if not _is_url(cfg["PUBLIC_BASE_URL"]):
+        fail("PUBLIC_BASE_URL", f"must be an http(s) URL such as https://dialer.example.com, not {cfg['PUBLIC_BASE_URL']!r}")
+    cfg["PUBLIC_BASE_URL"] = str(cfg["PUBLIC_BASE_URL"]).rstrip("/")
+    if cfg["TELEPHONY"] == "twilio":
+        for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_KEY_SID",
+                     "TWILIO_API_KEY_SECRET", "TWILIO_TWIML_APP_SID", "TWILIO_CALLER_ID"):
+            if not cfg[name]:
+                fail(name, "is required when TELEPHONY is 'twilio'")
+    for name, pattern in SID_PATTERNS.items():
+        if cfg[name] and not re.fullmatch(pattern, str(cfg[name])):
+            fail(name, f"must look like {pattern[:2]} followed by 32 hex digits")
+    for name in ("TWILIO_AUTH_TOKEN", "TWILIO_API_KEY_SECRET"):
+        if cfg[name] is not None:
+            cfg[name] = str(cfg[name])
+    if cfg["TWILIO_CALLER_ID"] and not _e164(cfg["TWILIO_CALLER_ID"]):
+        fail("TWILIO_CALLER_ID", f"must be a phone number in E.164 form such as +442079460000, not {cfg['TWILIO_CALLER_ID']!r}")
+    regions = phonenumbers.SUPPORTED_REGIONS
+    if cfg["DEFAULT_REGION"] not in regions:
+        fail("DEFAULT_REGION", f"must be a two-letter country code such as GB, not {cfg['DEFAULT_REGION']!r}")
+    allowed = cfg["ALLOWED_COUNTRIES"]
+    if isinstance(allowed, str):
+        allowed = [c.strip() for c in allowed.split(",") if c.strip()]
+    if not isinstance(allowed, (list, tuple)) or not allowed or any(c not in regions for c in allowed):
+        fail("ALLOWED_COUNTRIES", f"must be a list of two-letter country codes such as [\"GB\", \"US\"], not {cfg['ALLOWED_COUNTRIES']!r}")
+    cfg["ALLOWED_COUNTRIES"] = list(allowed)
+    if cfg["DIAL_RECORD"] not in DIAL_RECORD_MODES:
+        fail("DIAL_RECORD", f"must be one of {', '.join(sorted(DIAL_RECORD_MODES))}")
+    for name, low, high in (("DIAL_TIMEOUT", 5, 600), ("VOICE_TOKEN_TTL", 10, 86400), ("TWILIO_TIMEOUT", 1, 120)):
+        if not isinstance(cfg[name], int) or isinstance(cfg[name], bool) or not low <= cfg[name] <= high:
+            fail(name, f"must be a whole number of seconds from {low} to {high}, not {cfg[name]!r}")
+    for name in ("ANSWER_ON_BRIDGE", "AUTO_ACCEPT_OWN_CALLS", "SANDBOX_CALLBACK_CHAOS"):
+        if not isinstance(cfg[name], bool):
+            fail(name, f"must be true or false, not {cfg[name]!r}")
+    scale = cfg["SANDBOX_TIME_SCALE"]
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 10:
+        fail("SANDBOX_TIME_SCALE", f"must be a number above 0 and at most 10, not {scale!r}")
+    for name in ("HOLD_MESSAGE", "FALLBACK_MESSAGE", "SAY_VOICE", "SAY_LANGUAGE"):
+        if not isinstance(cfg[name], str) or not cfg[name].strip():
+            fail(name, "must be a non-empty text")

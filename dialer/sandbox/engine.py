@@ -1,0 +1,430 @@
+"""The sandbox's call engine: progresses calls, sends signed webhooks, executes TwiML.
+
+Behaviour follows ../shared/twilio/TWILIO.md sections 3 and 4; every call runs in its own thread.
+"""
+import logging
+import random
+import threading
+import time
+import xml.etree.ElementTree as ET
+from urllib.parse import urlencode, urljoin
+
+import requests
+from twilio.request_validator import RequestValidator
+
+from . import customers, wav
+from .carrier import Leg, Recording, rfc2822, utc
+from .credentials import sid as new_sid
+
+log = logging.getLogger("dialer.sandbox")
+
+SIP_CODES = {"completed": "200", "busy": "486", "no-answer": "487", "canceled": "487", "failed": "404"}
+APPLICATION_ERROR = "We are sorry, an application error has occurred. Goodbye."
+WORDS_PER_SECOND = 2.5
+CONTINUE = object()
+
+
+class Engine:
+    def __init__(self, carrier):
+        self.carrier = carrier
+        self.validator = RequestValidator(carrier.auth_token)
+        self.http = requests.Session()
+
+    # --- webhooks ---------------------------------------------------------------------------
+    def post(self, leg, url, params, method="POST", kind="webhook"):
+        """Send a signed webhook as Twilio does; returns the response, or None on failure."""
+        headers = {"User-Agent": "TwilioProxy/1.1 (dialer sandbox)", "I-Twilio-Idempotency-Token": new_sid("")}
+        try:
+            if method == "GET":
+                sep = "&" if "?" in url else "?"
+                full = url + sep + urlencode(params)
+                headers["X-Twilio-Signature"] = self.validator.compute_signature(full, {})
+                response = self.http.get(full, headers=headers, timeout=15)
+            else:
+                headers["X-Twilio-Signature"] = self.validator.compute_signature(url, params)
+                response = self.http.post(url, data=params, headers=headers, timeout=15)
+        except requests.RequestException as error:
+            self.notice(leg, 11205, f"{kind} {url}: connection failed ({error})")
+            return None
+        if not 200 <= response.status_code < 300:
+            self.notice(leg, 11200, f"{kind} {url}: HTTP {response.status_code}")
+            return None
+        return response
+
+    def notice(self, leg, code, message):
+        """Twilio's debugger: remember what went wrong with a call."""
+        log.warning("sandbox call %s: error %s: %s", leg.sid if leg else "-", code, message)
+        with self.carrier.lock:
+            self.carrier.notifications.append({"call_sid": leg.sid if leg else None, "error_code": code,
+                                               "message": message, "date_created": rfc2822(utc())})
+
+    def params(self, leg, **extra):
+        """The standard voice request parameters (TWILIO.md 3.2)."""
+        p = {"AccountSid": leg.account_sid, "ApiVersion": "2010-04-01", "CallSid": leg.sid,
+             "CallStatus": leg.status, "Direction": leg.direction, "From": leg.from_, "To": leg.to,
+             "Caller": leg.from_, "Called": leg.to, "FromCountry": "", "ToCountry": "",
+             "FromCity": "", "ToCity": ""}
+        if leg.parent_sid:
+            p["ParentCallSid"] = leg.parent_sid
+        p.update({k: str(v) for k, v in extra.items() if v is not None})
+        return p
+
+    def status_event(self, leg, event):
+        """A call-progress callback, if the leg subscribed to this event."""
+        if not leg.status_callback or event not in leg.status_events:
+            return
+        call_status = {"initiated": "initiated", "ringing": "ringing", "answered": "in-progress"}.get(event, leg.status)
+        extra = {"CallbackSource": "call-progress-events", "Timestamp": rfc2822(utc()),
+                 "SequenceNumber": leg.sequence, "SipResponseCode": SIP_CODES.get(call_status, "180")}
+        if event == "answered":
+            extra["SipResponseCode"] = "200"
+        if event == "completed":
+            extra["CallDuration"] = leg.duration or 0
+            extra["Duration"] = -(-(leg.duration or 0) // 60)
+            if leg.error_code:
+                extra["ErrorCode"] = leg.error_code
+        leg.sequence += 1
+        params = self.params(leg, CallStatus=call_status, **extra)
+        if self.carrier.chaos:
+            leg.buffered_callbacks.append(params)
+            if event == "completed":
+                self.flush_shuffled(leg)
+            return
+        self.post(leg, leg.status_callback, params, leg.status_callback_method, "status callback")
+
+    def flush_shuffled(self, leg):
+        """Chaos mode: every buffered callback twice, in an order that is not the real one."""
+        batch = leg.buffered_callbacks * 2
+        leg.buffered_callbacks = []
+        rng = random.Random(leg.sid)
+        rng.shuffle(batch)
+        if len(batch) > 2 and batch[0]["SequenceNumber"] == "0":
+            batch.reverse()
+        for params in batch:
+            self.post(leg, leg.status_callback, params, leg.status_callback_method, "status callback")
+
+    # --- leg state -------------------------------------------------------------------------
+    def set_status(self, leg, status):
+        with self.carrier.lock:
+            leg.status = status
+            leg.date_updated = utc()
+            if status == "ringing" and not leg.start_time:
+                leg.start_time = utc()
+            if status == "in-progress":
+                leg.answered_mono = time.monotonic()
+                leg.start_time = utc()
+        self.carrier.notify()
+
+    def finish(self, leg, status):
+        """End a leg with its final status and send the `completed` event."""
+        with self.carrier.lock:
+            if not leg.live:
+                return
+            leg.duration = round(self.carrier.sim_seconds_since(leg.answered_mono)) if leg.answered_mono else 0
+            leg.status = status
+            leg.end_time = leg.date_updated = utc()
+        self.carrier.notify()
+        self.status_event(leg, "completed")
+
+    def up(self, leg):
+        return leg.live and not leg.ended_by
+
+    # --- calls ------------------------------------------------------------------------------
+    def start(self, target, *args):
+        threading.Thread(target=self._guard, args=(target, *args), daemon=True).start()
+
+    def _guard(self, target, leg, *args):
+        try:
+            target(leg, *args)
+        except Exception:  # a bug in the sandbox must not leave a call hanging forever
+            log.exception("sandbox call %s crashed", leg.sid)
+            self.finish(leg, "failed")
+
+    def run_outbound(self, leg):
+        """A REST-created call to a simulated customer (TWILIO.md 1.4)."""
+        c = self.carrier
+        who = customers.behaviour(leg.to)
+        self.status_event(leg, "initiated")
+        if c.wait(0.5, lambda: leg.ended_by):
+            return self.finish(leg, "canceled")
+        self.set_status(leg, "ringing")
+        self.status_event(leg, "ringing")
+        if who.outcome == "failed":
+            c.wait(0.5)
+            return self.finish(leg, "failed")
+        ring = {"busy": 1, "no-answer": leg.timeout}.get(who.outcome, customers.RING_SECONDS)
+        if c.wait(ring, lambda: leg.ended_by):
+            return self.finish(leg, "canceled")
+        if who.outcome != "answer":
+            return self.finish(leg, who.outcome)
+        self.set_status(leg, "in-progress")
+        self.status_event(leg, "answered")
+        if who.hangup_after:
+            self.start(self.customer_hangs_up, leg, who.hangup_after)
+        first = ("url", leg.url, leg.method, {}) if leg.url else ("twiml", leg.twiml, None, {})
+        self.run_document(leg, first)
+        self.finish(leg, "completed")
+
+    def customer_hangs_up(self, leg, after):
+        self.carrier.wait(after, lambda: not leg.live)
+        with self.carrier.lock:
+            if leg.live and not leg.ended_by:
+                leg.ended_by = "customer"
+        self.carrier.notify()
+
+    def run_inbound(self, leg, voice_url):
+        """A simulated customer calls the Twilio number: fetch its voice URL with CallStatus=ringing."""
+        self.set_status(leg, "ringing")
+        self.run_document(leg, ("url", voice_url, "POST", {}))
+        self.finish(leg, "completed" if leg.answered_mono else "no-answer")
+
+    # --- TwiML ------------------------------------------------------------------------------
+    def run_document(self, leg, doc):
+        """Fetch and execute TwiML until the call ends or the documents run out."""
+        while doc and self.up(leg):
+            loaded = self.load(leg, doc)
+            if loaded is None:
+                return
+            doc = self.execute(leg, *loaded)
+            if doc is None and leg.redirect and self.up(leg):
+                doc = self.take_redirect(leg)
+
+    def load(self, leg, doc, tried_fallback=False):
+        """(document URL, parsed <Response>) or None after an application error."""
+        kind, source, method, extra = doc
+        if kind == "twiml":
+            url, text = None, source
+        else:
+            url = source
+            response = self.post(leg, url, self.params(leg, **extra), method or "POST", "TwiML fetch")
+            if response is None:
+                return self.application_error(leg, 11200, url, tried_fallback)
+            text = response.text
+        try:
+            root = ET.fromstring(text)
+        except ET.ParseError as error:
+            self.notice(leg, 12100, f"Document parse failure at {url or 'inline TwiML'}: {error}")
+            return self.application_error(leg, 12100, url, tried_fallback)
+        if root.tag != "Response":
+            self.notice(leg, 12100, f"Document at {url or 'inline TwiML'} has no <Response> root")
+            return self.application_error(leg, 12100, url, tried_fallback)
+        return url, root
+
+    def application_error(self, leg, code, url, tried_fallback):
+        """Twilio's answer to a broken webhook: the fallback URL, else an apology and hang up."""
+        if leg.fallback_url and not tried_fallback:
+            return self.load(leg, ("url", leg.fallback_url, "POST", {"ErrorCode": code, "ErrorUrl": url}), True)
+        leg.error_code = leg.error_code or code
+        if leg.answered_mono is None:
+            self.set_status(leg, "in-progress")
+        leg.heard.append(APPLICATION_ERROR)
+        self.pause(leg, self.say_seconds(APPLICATION_ERROR))
+        return None
+
+    def take_redirect(self, leg):
+        with self.carrier.lock:
+            redirect, leg.redirect = leg.redirect, None
+        kind, source, method = redirect
+        return (kind, source, method, {})
+
+    def say_seconds(self, text, loop=1):
+        return max(1.0, len(text.split()) / WORDS_PER_SECOND) * max(loop, 1)
+
+    def pause(self, leg, seconds):
+        return self.carrier.wait(seconds, lambda: leg.ended_by or leg.redirect)
+
+    def answer_inbound(self, leg):
+        """An inbound call is answered when its TwiML first does something audible."""
+        if leg.answered_mono is None:
+            self.set_status(leg, "in-progress")
+
+    def execute(self, leg, url, root):
+        """Run the verbs of one document; return the next document, or None when done."""
+        for verb in root:
+            if not self.up(leg):
+                return None
+            if leg.redirect:
+                return self.take_redirect(leg)
+            tag = verb.tag
+            if tag == "Say":
+                self.answer_inbound(leg)
+                leg.heard.append((verb.text or "").strip())
+                self.pause(leg, self.say_seconds(verb.text or "", int(verb.get("loop", 1)) or 1))
+            elif tag == "Play":
+                self.answer_inbound(leg)
+                self.pause(leg, 2 * (int(verb.get("loop", 1)) or 1))
+            elif tag == "Pause":
+                self.pause(leg, int(verb.get("length", 1)))
+            elif tag == "Hangup":
+                leg.ended_by = leg.ended_by or "twiml"
+                return None
+            elif tag == "Reject":
+                if leg.answered_mono is None:
+                    leg.ended_by = "twiml"
+                    self.finish(leg, "busy" if verb.get("reason") == "busy" else "no-answer")
+                return None
+            elif tag == "Redirect":
+                return ("url", urljoin(url or "", (verb.text or "").strip()), verb.get("method", "POST").upper(), {})
+            elif tag == "Dial":
+                self.answer_inbound(leg)
+                result = self.dial(leg, url, verb)
+                if result is not CONTINUE:
+                    return result
+            else:
+                self.notice(leg, 12200, f"<{tag}> is not supported by the sandbox; skipped")
+        return None
+
+    # --- <Dial> ----------------------------------------------------------------------------
+    def dial(self, parent, url, verb):
+        """Ring the nouns in parallel, bridge the first to answer, then `action` or carry on."""
+        c = self.carrier
+        timeout = int(verb.get("timeout", 30))
+        record = {"true": "record-from-answer", "false": "do-not-record"}.get(verb.get("record"), verb.get("record", "do-not-record"))
+        caller_id = verb.get("callerId") or parent.from_
+        children = [self.ring(parent, noun, caller_id, timeout) for noun in self.nouns(verb)]
+        children = [child for child in children if child]
+        started = time.monotonic()
+        winner, outcome = None, "failed"
+
+        def decided():
+            return (parent.ended_by or parent.redirect or any(ch.device_id or ch.rejected for ch, _ in children)
+                    or all(not ch.live for ch, _ in children))
+
+        while children:
+            elapsed = c.sim_seconds_since(started)
+            if parent.ended_by or parent.redirect:
+                outcome = "canceled"
+                break
+            for child, who in children:
+                if child.live and child.rejected:
+                    self.finish(child, "busy")
+                elif child.live and who is not None:  # a simulated <Number>
+                    if who.outcome == "failed" or (who.outcome == "busy" and elapsed >= 1):
+                        self.finish(child, who.outcome)
+                    elif who.outcome == "answer" and elapsed >= customers.RING_SECONDS:
+                        child.device_id = "pstn"
+            winner = next((ch for ch, _ in children if ch.live and ch.device_id), None)
+            if winner:
+                break
+            if all(not ch.live for ch, _ in children):
+                statuses = {ch.status for ch, _ in children}
+                outcome = "busy" if "busy" in statuses else ("no-answer" if "no-answer" in statuses else "failed")
+                break
+            if elapsed >= timeout:
+                outcome = "no-answer"
+                break
+            c.wait(min(timeout - elapsed, 1), decided)
+
+        for child, _ in children:  # everyone who is still ringing stops
+            if child is not winner and child.live:
+                self.withdraw(child, "no-answer" if outcome == "no-answer" else "canceled")
+        bridged, recording = 0, None
+        if winner:
+            bridged, recording = self.bridge(parent, winner, verb, record)
+            outcome = "completed"
+        return self.after_dial(parent, url, verb, outcome, winner or (children[0][0] if children else None),
+                               bridged, recording)
+
+    def nouns(self, verb):
+        nouns = [n for n in verb if n.tag in ("Client", "Number")]
+        if not nouns and (verb.text or "").strip():
+            number = ET.Element("Number")
+            number.text = verb.text.strip()
+            nouns = [number]
+        return nouns
+
+    def ring(self, parent, noun, caller_id, timeout):
+        """Create the child leg for one noun and start it ringing; (leg, behaviour or None)."""
+        c = self.carrier
+        if noun.tag == "Client":
+            identity = (noun.findtext("Identity") or noun.text or "").strip()
+            to = f"client:{identity}"
+        else:
+            to = (noun.text or "").strip()
+        child = Leg(sid=new_sid("CA"), account_sid=parent.account_sid, to=to, from_=caller_id,
+                    direction="outbound-dial", parent_sid=parent.sid, timeout=timeout,
+                    status_callback=noun.get("statusCallback"),
+                    status_callback_method=noun.get("statusCallbackMethod", "POST").upper(),
+                    status_events=tuple((noun.get("statusCallbackEvent") or "completed").split()))
+        c.add(child)
+        self.status_event(child, "initiated")
+        self.set_status(child, "ringing")
+        self.status_event(child, "ringing")
+        if noun.tag == "Number":
+            return child, customers.behaviour(to)
+        devices = c.devices_for(identity)
+        if not devices:
+            self.notice(child, 31603, f"no browser is registered as {identity}")
+            self.finish(child, "no-answer")
+            return child, None
+        custom = {p.get("name"): p.get("value", "") for p in noun.findall("Parameter") if p.get("name")}
+        parameters = {"CallSid": child.sid, "From": caller_id, "To": to, "AccountSid": parent.account_sid,
+                      "ApiVersion": "2010-04-01", "Params": urlencode(custom)}
+        for device in devices:
+            c.send(device, "incoming", {"call_sid": child.sid, "parameters": parameters})
+        return child, None
+
+    def withdraw(self, child, status):
+        """Stop a ringing child: its browsers hear `cancel`."""
+        for device in self.carrier.devices_for(child.to.removeprefix("client:")):
+            self.carrier.send(device, "cancel", {"call_sid": child.sid})
+        self.finish(child, status)
+
+    def bridge(self, parent, child, verb, record):
+        """Both sides talk until one hangs up; returns (seconds bridged, recording or None)."""
+        c = self.carrier
+        self.set_status(child, "in-progress")
+        self.status_event(child, "answered")
+        for device in c.devices_for(child.to.removeprefix("client:")):
+            if device.id != child.device_id:
+                c.send(device, "cancel", {"call_sid": child.sid})  # answered in another tab
+        started, began = time.monotonic(), utc()
+        limit = int(verb.get("timeLimit", 14400))
+        c.wait(limit, lambda: parent.ended_by or parent.redirect or child.ended_by)
+        seconds = round(c.sim_seconds_since(started))
+        if child.ended_by != "agent":
+            device = c.devices.get(child.device_id)
+            if device:
+                c.send(device, "hangup", {"call_sid": child.sid})
+        with c.lock:
+            child.ended_by = child.ended_by or "parent"
+        self.finish(child, "completed")
+        recording = None
+        if record != "do-not-record":
+            channels = 2 if record.endswith("-dual") else 1
+            recording = Recording(sid=new_sid("RE"), account_sid=parent.account_sid, call_sid=parent.sid,
+                                  duration=seconds, channels=channels, source="DialVerb", start_time=began)
+            c.add_recording(recording, wav.make(seconds, channels))
+            callback = verb.get("recordingStatusCallback")
+            if callback:
+                params = {"AccountSid": parent.account_sid, "CallSid": parent.sid, "RecordingSid": recording.sid,
+                          "RecordingUrl": c.recording_url(recording), "RecordingStatus": "completed",
+                          "RecordingDuration": str(seconds), "RecordingChannels": str(channels),
+                          "RecordingStartTime": rfc2822(began), "RecordingSource": "DialVerb",
+                          "RecordingTrack": "both", "ErrorCode": "0"}
+                for _ in range(2 if c.chaos else 1):
+                    self.post(parent, callback, params, verb.get("recordingStatusCallbackMethod", "POST").upper(),
+                              "recording callback")
+        return seconds, recording
+
+    def after_dial(self, parent, url, verb, outcome, child, bridged, recording):
+        """Request `action` (even if the caller left) or continue with the next verb."""
+        action = verb.get("action")
+        if not action:
+            return CONTINUE
+        extra = {"DialCallStatus": outcome, "DialBridged": "true" if outcome == "completed" else "false"}
+        if child is not None:
+            extra["DialCallSid"] = child.sid
+        if outcome == "completed":
+            extra["DialCallDuration"] = bridged
+        if recording:
+            extra.update(RecordingUrl=self.carrier.recording_url(recording), RecordingSid=recording.sid,
+                         RecordingDuration=recording.duration)
+        target = urljoin(url or "", action)
+        method = verb.get("method", "POST").upper()
+        if parent.redirect:
+            return self.take_redirect(parent)
+        if not self.up(parent):
+            self.post(parent, target, self.params(parent, CallStatus="completed", **extra), method, "Dial action")
+            return None
+        return ("url", target, method, extra)

@@ -1,0 +1,134 @@
+// The agent's browser phone: one file for Twilio's Voice SDK and the sandbox stand-in.
+(function () {
+  "use strict";
+  const Voice = window.SandboxVoice || window.Twilio;  // the page loads exactly one of them
+  const panel = document.getElementById("phone");
+  if (!panel || !Voice) return;
+
+  const $ = (id) => document.getElementById(id);
+  const stateEl = $("device-state");
+  const incomingEl = $("incoming");
+  const inCallEl = $("in-call");
+  const autoAccept = panel.dataset.autoAccept === "true";
+
+  // What an agent reads instead of a bare code (TWILIO.md 5.3).
+  const SENTENCES = {
+    20101: "The phone's sign-in token was refused. Reload the page; if it keeps happening, ask your administrator to check the Twilio API key.",
+    20104: "The phone's sign-in token expired. Reconnecting…",
+    31005: "The call dropped because the connection to Twilio failed. Check your network.",
+    31008: "That call was withdrawn before it could be answered.",
+    31208: "The browser is blocking the microphone. Allow it in the address bar, then reload.",
+    31401: "The browser is blocking the microphone. Allow it in the address bar, then reload.",
+    31402: "No microphone could be opened. Check one is plugged in and not used by another app.",
+    53000: "The phone lost its connection to Twilio. It will reconnect by itself; check your network if it doesn't.",
+  };
+  const sentence = (error) =>
+    SENTENCES[error.code] || `The phone hit a problem (${error.code || "unknown"}): ${error.description || error.message}`;
+
+  let device = null;
+  let current = null;  // the Call on screen
+
+  function show(state, text) {
+    stateEl.dataset.state = state;
+    stateEl.textContent = text;
+  }
+
+  async function fetchToken() {
+    const response = await fetch(panel.dataset.tokenUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (response.status === 401) {
+      show("error", "Your session has ended. Reload the page and sign in again.");
+      throw new Error("signed out");
+    }
+    if (!response.ok) throw new Error(`token ${response.status}`);
+    return response.json();
+  }
+
+  async function start() {
+    if (device) return;
+    $("start-phone").hidden = true;
+    show("starting", "starting…");
+    try {
+      await connectWith(await fetchToken());
+    } catch (e) {
+      $("start-phone").hidden = false;
+      if (stateEl.dataset.state === "starting") show("error", "Could not get a phone token. Check your connection and try again.");
+    }
+  }
+
+  async function connectWith(data) {
+    device = new Voice.Device(data.token, { closeProtection: "A call is in progress. Leave anyway?" });
+    device.on("registering", () => show("starting", "connecting…"));
+    device.on("registered", () => show("ready", `ready: calls for you ring here (${data.identity})`));
+    device.on("unregistered", () => { if (stateEl.dataset.state === "ready") show("offline", "offline: reconnecting…"); });
+    device.on("error", async (error) => {
+      show(error.code === 20104 ? "offline" : "error", sentence(error));
+      if (error.code === 20104) {
+        // Tokens run out on long shifts: fetch a fresh one and register again.
+        try {
+          const fresh = await fetchToken();
+          device.destroy();
+          await connectWith(fresh);
+        } catch (e) { /* the message above already tells the agent */ }
+      }
+    });
+    device.on("tokenWillExpire", async () => {
+      try { await device.updateToken((await fetchToken()).token); } catch (e) { /* shown by fetchToken */ }
+    });
+    device.on("incoming", onIncoming);
+    await device.register();
+  }
+
+  function placedByMe(call) {
+    const id = call.customParameters.get("call_id");
+    return id && document.querySelector(`[data-placed-call="${CSS.escape(id)}"]`);
+  }
+
+  function onIncoming(call) {
+    current = call;
+    const customer = call.customParameters.get("customer") || call.parameters.From || "";
+    call.on("accept", () => inCall(call));
+    call.on("disconnect", () => ended(call, "Call ended."));
+    call.on("cancel", () => ended(call, "The caller hung up before you answered."));
+    call.on("reject", () => ended(call, "Call rejected."));
+    call.on("error", (error) => ended(call, sentence(error)));
+    call.on("mute", (muted) => {
+      $("mute-call").setAttribute("aria-pressed", String(muted));
+      $("mute-call").textContent = muted ? "Unmute" : "Mute";
+    });
+    if (autoAccept && placedByMe(call)) {
+      $("call-state").textContent = `connecting to ${customer}…`;
+      inCallEl.hidden = false;
+      call.accept();
+      return;
+    }
+    $("incoming-from").textContent = customer ? `from ${customer}` : "";
+    incomingEl.hidden = false;
+    show("ringing", "ringing");
+  }
+
+  function inCall(call) {
+    incomingEl.hidden = true;
+    inCallEl.hidden = false;
+    $("call-state").textContent = `talking to ${call.customParameters.get("customer") || call.parameters.From || "the caller"}`;
+    show("busy", "on a call");
+  }
+
+  function ended(call, message) {
+    if (call !== current) return;
+    current = null;
+    incomingEl.hidden = true;
+    inCallEl.hidden = true;
+    $("mute-call").setAttribute("aria-pressed", "false");
+    $("mute-call").textContent = "Mute";
+    show(device && device.state === "registered" ? "ready" : "offline", `${message} Ready for the next call.`);
+  }
+
+  $("start-phone").addEventListener("click", start);
+  // Browsers only allow sound after a gesture, so the phone starts on the first click or key.
+  document.addEventListener("pointerdown", start, { once: true });
+  document.addEventListener("keydown", start, { once: true });
+  $("accept-call").addEventListener("click", () => current && current.accept());
+  $("reject-call").addEventListener("click", () => current && current.reject());
+  $("hangup-call").addEventListener("click", () => current && current.disconnect());
+  $("mute-call").addEventListener("click", () => current && current.mute(!current.isMuted()));
+})();

@@ -1,0 +1,184 @@
+"""Placing a call: POST /calls through the sandbox's REST API, number checks, Twilio errors."""
+import socket
+import threading
+
+import pytest
+
+from dialer import calls as call_queries
+
+from .conftest import wait_for
+
+
+def place(client, auth, to, htmx=True):
+    headers = {"HX-Request": "true"} if htmx else {}
+    return client.post("/calls", data={"to": to, "csrf_token": auth.csrf()}, headers=headers)
+
+
+def only_call(db):
+    rows = list(db["calls"].rows)
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_cli_agent_places_call_with_e164_caller_id_and_callbacks_naming_the_call(app, client, auth, db, live_server):
+    result = auth.create("alice")
+    assert "Created agent alice" in result.output
+    auth.login("alice")
+
+    response = place(client, auth, "020 7946 0000")
+
+    assert response.status_code == 200
+    call = only_call(db)
+    carrier = app.extensions["sandbox"]
+    leg = carrier.calls[call["customer_call_sid"]]
+    assert leg.to == "+442079460000"
+    assert leg.from_ == app.config["TWILIO_CALLER_ID"]
+    assert leg.url == f"{live_server}/twiml/customer-to-agent?call={call['id']}"
+    assert leg.status_callback == f"{live_server}/twiml/status?call={call['id']}"
+    assert leg.status_events == ("initiated", "ringing", "answered", "completed")
+    assert call["customer_number"] == "+442079460000"
+    html = response.get_data(as_text=True)
+    assert 'data-placed-call="%d"' % call["id"] in html
+    assert "+44 20 7946 0000" in html
+
+
+def test_plain_form_post_redirects_to_the_dialer_showing_the_call(client, auth, db, live_server):
+    auth.create("alice")
+    auth.login("alice")
+    response = place(client, auth, "+12025550100", htmx=False)
+    assert response.status_code == 303
+    call = only_call(db)
+    assert response.headers["Location"].endswith(f"/?call={call['id']}")
+
+
+@pytest.mark.parametrize("to, message", [
+    ("", "Enter the customer's phone number."),
+    ("   ", "Enter the customer's phone number."),
+    ("call me maybe", "A phone number needs digits"),
+    ("0207946000012345678901234567890123", "too long for a phone number"),
+    ("+4420794600001234567890", "too many digits"),
+    ("+44207946000012345", "isn't a valid number for United Kingdom"),
+    ("09098 790000", "does not call premium-rate numbers"),
+    ("+1 900 555 1234", "does not call premium-rate numbers"),
+    ("+33 6 12 34 56 78", "Calls to France aren't allowed"),
+    ("020 7946", "isn't a valid number"),
+])
+def test_bad_numbers_are_refused_inline_and_nothing_is_placed(app, client, auth, db, to, message):
+    auth.create("alice")
+    auth.login("alice")
+    response = place(client, auth, to)
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    assert message in html.replace("&#39;", "'")
+    assert 'role="alert"' in html and 'aria-invalid="true"' in html
+    assert db["calls"].count == 0
+    assert db["call_events"].count == 0
+    assert app.extensions["sandbox"].calls == {}
+
+
+def test_post_without_csrf_token_is_refused_with_a_sentence_and_writes_nothing(app, client, auth, db):
+    auth.create("alice")
+    auth.login("alice")
+    response = client.post("/calls", data={"to": "020 7946 0000"}, headers={"HX-Request": "true"})
+    assert response.status_code == 400
+    assert "This form has expired" in response.get_data(as_text=True)
+    assert response.headers["HX-Retarget"] == "#flash"
+    assert db["calls"].count == 0
+    assert app.extensions["sandbox"].calls == {}
+
+
+@pytest.mark.parametrize("to, code, words", [
+    ("+15005550001", 21217, "doesn't appear to be a real phone number"),
+    ("+15005550002", 21214, "cannot be reached"),
+    ("+15005550003", 21215, "not allowed to call that country"),
+    ("+15005550004", 21216, "That number is blocked"),
+])
+def test_twilio_magic_numbers_fail_the_call_with_code_and_plain_sentence(client, auth, db, live_server, to, code, words):
+    auth.create("alice")
+    auth.login("alice")
+    response = place(client, auth, to)
+    assert response.status_code == 200
+    call = only_call(db)
+    assert call["status"] == "failed"
+    assert call["error_code"] == code
+    assert words in call["error_message"]
+    html = response.get_data(as_text=True).replace("&#39;", "'")
+    assert words in html and f"Twilio {code}" in html
+    events = call_queries.events_for(db, call["id"])
+    assert [e["status"] for e in events] == ["queued", "failed"]
+    assert str(code) in events[-1]["params"]["twilio_message"] or events[-1]["params"]["error_code"] == code
+
+
+def test_wrong_api_credentials_give_20003_and_a_sentence_for_the_agent(app, client, auth, db, live_server):
+    app.config["TWILIO_API_KEY_SECRET"] = "not-the-secret"  # the sandbox keeps the real one
+    auth.create("alice")
+    auth.login("alice")
+    place(client, auth, "020 7946 0000")
+    call = only_call(db)
+    assert (call["status"], call["error_code"]) == ("failed", 20003)
+    assert "could not sign in to Twilio" in call["error_message"]
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts and never answers: Twilio timing out."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(5)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(sock.accept()[0])
+            except OSError:
+                pass
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    sock.close()
+
+
+def test_a_twilio_timeout_fails_the_call_and_says_so(app, client, auth, db, silent_server):
+    app.config.update(TWILIO_API_BASE_URL=silent_server, TWILIO_TIMEOUT=1)
+    auth.create("alice")
+    auth.login("alice")
+    response = place(client, auth, "020 7946 0000")
+    call = only_call(db)
+    assert call["status"] == "failed" and call["error_code"] is None
+    assert "did not answer in time" in call["error_message"]
+    assert "did not answer in time" in response.get_data(as_text=True)
+
+
+def test_dialer_panel_polls_until_the_call_ends_then_stops(app, client, auth, db, live_server):
+    auth.create("alice")
+    auth.login("alice")
+    place(client, auth, "020 7946 0001")  # ...1 is busy
+    call = only_call(db)
+    live = client.get(f"/?call={call['id']}", headers={"HX-Request": "true"})
+    assert live.headers["Vary"] == "Cookie, HX-Request" or "HX-Request" in live.headers["Vary"]
+    wait_for(lambda: call_queries.get_call(db, call["id"])["status"] == "busy")
+    done = client.get(f"/?call={call['id']}", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "hx-trigger" not in done and "<html" not in done
+    assert 'data-status="busy"' in done
+
+
+@pytest.mark.parametrize("app_config", [{"SANDBOX_TIME_SCALE": 0.2}])
+def test_agent_hangs_up_a_live_call(app, client, auth, db, live_server):
+    auth.create("alice")
+    auth.login("alice")
+    place(client, auth, "020 7946 0000")
+    call = only_call(db)
+    wait_for(lambda: call_queries.get_call(db, call["id"])["status"] in ("ringing", "in-progress"))
+    response = client.post(f"/calls/{call['id']}/hangup", headers={"HX-Request": "true", "X-CSRFToken": auth.csrf()})
+    assert response.status_code == 200
+    final = wait_for(lambda: (c := call_queries.get_call(db, call["id"])) and call_queries.is_terminal(c["status"]) and c)
+    assert final["status"] in ("canceled", "completed")
+    again = client.post(f"/calls/{call['id']}/hangup", headers={"HX-Request": "true", "X-CSRFToken": auth.csrf()})
+    assert "already ended" in again.get_data(as_text=True)
