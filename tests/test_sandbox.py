@@ -1,0 +1,353 @@
+"""The sandbox carrier: Twilio's REST shapes and errors, and whole calls end to end over HTTP."""
+import io
+import json
+import os
+import time
+import wave
+
+import jsonschema
+import pytest
+import requests
+from twilio.base.exceptions import TwilioRestException
+from twilio.jwt.access_token import AccessToken
+from twilio.jwt.access_token.grants import VoiceGrant
+from twilio.rest import Client
+
+from dialer import calls as call_queries
+from dialer.auth import agent_by_username
+from dialer.telephony import BaseUrlHttpClient
+
+from .conftest import wait_for
+from .device import ScriptedDevice
+
+HERE = os.path.dirname(__file__)
+HOLD = "Please hold while we connect you to an agent."
+FALLBACK = "Sorry, no agents are available. Please try again later."
+SLEEPY_TWIML = '<Response><Pause length="600"/></Response>'
+
+
+def openapi_to_json_schema(node):
+    """OpenAPI 3.0's `nullable: true` is JSON Schema's type [T, "null"]."""
+    if isinstance(node, list):
+        return [openapi_to_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: openapi_to_json_schema(v) for k, v in node.items()}
+    if node.pop("nullable", False) and "type" in node:
+        node["type"] = [node["type"], "null"]
+    return node
+
+
+def strict(schema_name):
+    """Twilio's schema, with every property required and nothing else allowed."""
+    with open(os.path.join(HERE, "data", "twilio_call_schemas.json")) as f:
+        doc = openapi_to_json_schema(json.load(f))
+    schema = dict(doc[schema_name], required=list(doc[schema_name]["properties"]), additionalProperties=False)
+    return {**schema, **{k: v for k, v in doc.items() if k not in ("call", "recording", "$comment")}}
+
+
+def check_call_json(body):
+    jsonschema.validate(body, strict("call"), format_checker=jsonschema.FormatChecker())
+    for name in ("date_created", "date_updated", "start_time", "end_time"):
+        if body[name]:
+            assert body[name].endswith(" +0000") and body[name][3:5] == ", ", body[name]
+
+
+@pytest.fixture
+def twilio_client(app, live_server):
+    cfg = app.config
+    return Client(cfg["TWILIO_API_KEY_SID"], cfg["TWILIO_API_KEY_SECRET"], cfg["TWILIO_ACCOUNT_SID"],
+                  http_client=BaseUrlHttpClient(cfg["TWILIO_API_BASE_URL"]))
+
+
+@pytest.fixture
+def rest(app, live_server):
+    """Raw REST access, to see the exact JSON the sandbox returns."""
+    cfg = app.config
+    base = f"{cfg['TWILIO_API_BASE_URL']}/2010-04-01/Accounts/{cfg['TWILIO_ACCOUNT_SID']}"
+    session = requests.Session()
+    session.auth = (cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_AUTH_TOKEN"])
+    session.base = base
+    return session
+
+
+def test_official_client_creates_fetches_lists_and_hangs_up_calls(app, twilio_client, rest):
+    call = twilio_client.calls.create(to="+442079460000", from_=app.config["TWILIO_CALLER_ID"], twiml=SLEEPY_TWIML)
+    assert call.status == "queued" and call.direction == "outbound-api" and call.sid.startswith("CA")
+    wait_for(lambda: twilio_client.calls(call.sid).fetch().status == "in-progress")
+    fetched = twilio_client.calls(call.sid).fetch()
+    assert fetched.start_time is not None and fetched.to == "+442079460000"
+    assert call.sid in [c.sid for c in twilio_client.calls.list(status="in-progress")]
+    check_call_json(rest.get(f"{rest.base}/Calls/{call.sid}.json").json())
+
+    ended = twilio_client.calls(call.sid).update(status="completed")
+    assert ended.sid == call.sid
+    final = wait_for(lambda: (c := twilio_client.calls(call.sid).fetch()).status == "completed" and c)
+    assert int(final.duration) >= 0 and final.end_time is not None
+    page = rest.get(f"{rest.base}/Calls.json", params={"PageSize": 5}).json()
+    assert page["page_size"] == 5 and page["calls"][0]["sid"] == call.sid and page["next_page_uri"] is None
+    for body in page["calls"]:
+        check_call_json(body)
+    with pytest.raises(TwilioRestException) as error:
+        twilio_client.calls(call.sid).update(twiml=SLEEPY_TWIML)
+    assert (error.value.status, error.value.code) == (400, 21220)
+
+
+def test_every_call_json_the_sandbox_returns_validates_against_twilios_schema(app, rest):
+    created = rest.post(f"{rest.base}/Calls.json", data={"To": "+12025550100", "From": app.config["TWILIO_CALLER_ID"],
+                                                         "Twiml": SLEEPY_TWIML})
+    assert created.status_code == 201
+    body = created.json()
+    check_call_json(body)
+    assert body["status"] == "queued" and body["start_time"] is None and body["duration"] is None
+    assert body["to_formatted"] == "(202) 555-0100"
+    assert body["uri"] == f"/2010-04-01/Accounts/{app.config['TWILIO_ACCOUNT_SID']}/Calls/{body['sid']}.json"
+    hung = rest.post(f"{rest.base}/Calls/{body['sid']}.json", data={"Status": "canceled"})
+    check_call_json(hung.json())
+    final = wait_for(lambda: (b := rest.get(f"{rest.base}/Calls/{body['sid']}.json").json())["status"] in ("canceled", "completed") and b)
+    check_call_json(final)
+
+
+@pytest.mark.parametrize("data, auth, status, code", [
+    ({"To": "+442079460000"}, "wrong", 401, 20003),
+    ({"To": "+442079460000"}, None, 401, 20003),
+    ({"To": "", "Url": "http://x.example/"}, "ok", 400, 21201),
+    ({"To": "+442079460000"}, "ok", 400, 21205),
+    ({"To": "+442079460000", "Url": "http://x.example/", "StatusCallbackEvent": "hungup"}, "ok", 400, 21626),
+    ({"To": "+442079460000", "Url": "http://x.example/", "From": "+442079460999"}, "ok", 400, 21210),
+    ({"To": "+442079460000", "Url": "http://x.example/", "From": "+15005550001"}, "ok", 400, 21212),
+    ({"To": "12345", "Url": "http://x.example/"}, "ok", 400, 21211),
+    ({"To": "+15005550001", "Url": "http://x.example/"}, "ok", 400, 21217),
+    ({"To": "+15005550002", "Url": "http://x.example/"}, "ok", 400, 21214),
+    ({"To": "+15005550003", "Url": "http://x.example/"}, "ok", 400, 21215),
+    ({"To": "+15005550004", "Url": "http://x.example/"}, "ok", 400, 21216),
+])
+def test_rest_errors_have_twilios_shape_and_codes(app, rest, data, auth, status, code):
+    data = {"From": app.config["TWILIO_CALLER_ID"], **data}
+    credentials = {"ok": rest.auth, "wrong": (app.config["TWILIO_ACCOUNT_SID"], "wrong"), None: None}[auth]
+    response = requests.post(f"{rest.base}/Calls.json", data=data, auth=credentials)
+    assert response.status_code == status
+    body = response.json()
+    assert body["code"] == code and body["status"] == status and body["message"]
+    assert body["more_info"] == f"https://www.twilio.com/docs/errors/{code}"
+    assert app.extensions["sandbox"].calls == {}
+
+
+def test_unknown_call_is_20404(rest):
+    response = rest.get(f"{rest.base}/Calls/CA{'0' * 32}.json")
+    assert response.status_code == 404 and response.json()["code"] == 20404
+
+
+# --- whole calls --------------------------------------------------------------------------
+
+@pytest.fixture
+def agent(app, client, auth, db, live_server):
+    """alice, signed in, with her scripted browser registered."""
+    auth.create("alice")
+    auth.login("alice")
+    device = ScriptedDevice(live_server, client.get("/token").json["token"])
+    yield device
+    device.close()
+
+
+def dial(client, auth, db, to):
+    client.post("/calls", data={"to": to, "csrf_token": auth.csrf()}, headers={"HX-Request": "true"})
+    return max(r["id"] for r in db["calls"].rows)
+
+
+def finished(db, call_id, recording=False):
+    def done():
+        row = call_queries.get_call(db, call_id)
+        if not call_queries.is_terminal(row["status"]):
+            return None
+        if recording and not row["recording_sid"]:
+            return None
+        return row
+    return wait_for(done)
+
+
+def customer_leg(app, row):
+    return app.extensions["sandbox"].calls[row["customer_call_sid"]]
+
+
+def test_whole_call_agent_answers_talks_and_hangs_up(app, client, auth, db, agent):
+    call_id = dial(client, auth, db, "020 7946 0000")
+    incoming = agent.next("incoming")
+    params = incoming["parameters"]
+    assert params["To"] == f"client:{agent_by_username(db, 'alice')['identity']}"
+    assert f"call_id={call_id}" in params["Params"] and "customer=%2B442079460000" in params["Params"]
+    assert agent.act(incoming["call_sid"], "accept").status_code == 200
+    wait_for(lambda: call_queries.get_call(db, call_id)["status"] == "in-progress")
+    time.sleep(0.3)  # fifteen simulated seconds of talk
+    assert agent.act(incoming["call_sid"], "disconnect").status_code == 200
+
+    row = finished(db, call_id, recording=True)
+    assert row["status"] == "completed" and row["dial_result"] == "completed"
+    assert row["agent_call_sid"] == incoming["call_sid"]
+    assert row["duration"] >= 15 and row["answered_at"] and row["ended_at"]
+    assert row["recording_channels"] == 2 and row["recording_duration"] >= 10
+    statuses = [(e["sequence_number"], e["status"]) for e in call_queries.events_for(db, call_id) if e["source"] == "status"]
+    assert statuses == [(0, "initiated"), (1, "ringing"), (2, "in-progress"), (3, "completed")]
+    assert customer_leg(app, row).heard == [HOLD]
+    assert app.extensions["sandbox"].notifications == []  # every webhook passed the app's signature check
+
+    media = client.get(f"/calls/{call_id}/recording.wav")
+    assert media.status_code == 200 and media.mimetype == "audio/wav"
+    with wave.open(io.BytesIO(media.data)) as w:
+        assert w.getnchannels() == 2
+        assert round(w.getnframes() / w.getframerate()) == row["recording_duration"]
+    history = client.get("/history").get_data(as_text=True)
+    assert f'/calls/{call_id}/recording.wav' in history and "completed" in history
+
+
+def test_agent_rejects_customer_hears_fallback_and_call_completes_with_busy(app, client, auth, db, agent):
+    call_id = dial(client, auth, db, "020 7946 0000")
+    incoming = agent.next("incoming")
+    agent.act(incoming["call_sid"], "reject")
+    row = finished(db, call_id)
+    assert (row["status"], row["dial_result"]) == ("completed", "busy")
+    assert customer_leg(app, row).heard == [HOLD, FALLBACK]
+    assert row["recording_sid"] is None
+
+
+def test_no_browser_registered_gives_no_answer_and_the_fallback(app, client, auth, db, live_server):
+    auth.create("alice")
+    auth.login("alice")
+    call_id = dial(client, auth, db, "020 7946 0000")
+    row = finished(db, call_id)
+    assert (row["status"], row["dial_result"]) == ("completed", "no-answer")
+    assert customer_leg(app, row).heard == [HOLD, FALLBACK]
+
+
+def test_agent_never_answers_dial_times_out_with_no_answer(app, client, auth, db, agent):
+    call_id = dial(client, auth, db, "020 7946 0000")
+    incoming = agent.next("incoming")
+    assert agent.next("cancel")["call_sid"] == incoming["call_sid"]
+    row = finished(db, call_id)
+    assert row["dial_result"] == "no-answer" and customer_leg(app, row).heard == [HOLD, FALLBACK]
+
+
+@pytest.mark.parametrize("number, status", [("020 7946 0001", "busy"), ("020 7946 0002", "no-answer"),
+                                            ("020 7946 0003", "failed")])
+def test_customers_who_never_answer_end_the_call_with_their_status(app, client, auth, db, agent, number, status):
+    call_id = dial(client, auth, db, number)
+    row = finished(db, call_id)
+    assert row["status"] == status and row["dial_result"] is None and row["duration"] == 0
+    assert agent.events.empty()
+
+
+def test_customer_hangs_up_on_hold_and_the_ringing_browser_hears_cancel(app, client, auth, db, agent):
+    call_id = dial(client, auth, db, "020 7946 0004")  # ...4 hangs up 8 s after answering
+    incoming = agent.next("incoming")
+    assert agent.next("cancel")["call_sid"] == incoming["call_sid"]
+    row = finished(db, call_id)
+    assert row["status"] == "completed" and row["dial_result"] == "canceled"
+    assert agent.act(incoming["call_sid"], "accept").status_code == 409
+
+
+def test_customer_hangs_up_mid_call_and_the_browser_hears_hangup(app, client, auth, db, agent):
+    call_id = dial(client, auth, db, "020 7946 0105")  # ...NN5: hangs up 10 s after answering
+    incoming = agent.next("incoming")
+    agent.act(incoming["call_sid"], "accept")
+    assert agent.next("hangup")["call_sid"] == incoming["call_sid"]
+    row = finished(db, call_id, recording=True)
+    assert row["dial_result"] == "completed" and row["duration"] in (9, 10, 11)
+    assert customer_leg(app, row).heard == [HOLD]
+
+
+@pytest.mark.parametrize("app_config", [{"SANDBOX_CALLBACK_CHAOS": True}])
+def test_callbacks_shuffled_and_repeated_still_leave_the_right_state(app, client, auth, db, agent):
+    call_id = dial(client, auth, db, "020 7946 0000")
+    incoming = agent.next("incoming")
+    agent.act(incoming["call_sid"], "accept")
+    time.sleep(0.2)
+    agent.act(incoming["call_sid"], "disconnect")
+    row = wait_for(lambda: (r := call_queries.get_call(db, call_id))["status"] == "completed" and r["recording_sid"] and r)
+    wait_for(lambda: len([e for e in call_queries.events_for(db, call_id) if e["source"] == "status"]) == 4)
+    leg = customer_leg(app, row)
+    arrived = [e["sequence_number"] for e in call_queries.events_for(db, call_id) if e["source"] == "status"]
+    assert sorted(arrived) == [0, 1, 2, 3] and arrived != [0, 1, 2, 3]
+    assert row["duration"] == leg.duration and row["dial_result"] == "completed"
+    assert row["last_sequence_number"] == 3
+
+
+def test_app_with_the_wrong_auth_token_refuses_every_webhook_and_the_call_fails(app, client, auth, db, agent, caplog):
+    app.config["TWILIO_AUTH_TOKEN"] = "0" * 32  # the app's copy only; the carrier signs with the real one
+    call_id = dial(client, auth, db, "020 7946 0000")
+    row = call_queries.get_call(db, call_id)
+    leg = customer_leg(app, row)
+    wait_for(lambda: leg.status == "completed")
+    carrier = app.extensions["sandbox"]
+    codes = {n["error_code"] for n in carrier.notifications if n["call_sid"] == leg.sid}
+    assert 11200 in codes  # the TwiML fetch got 403: Twilio's application error
+    assert leg.heard == ["We are sorry, an application error has occurred. Goodbye."]
+    assert call_queries.get_call(db, call_id)["status"] == "queued"  # the app believed none of it
+    assert caplog.text.count("without a valid Twilio signature") >= 3
+    assert agent.events.empty()
+
+
+def test_invalid_twiml_ends_the_call_with_an_application_error(app, twilio_client, live_server):
+    call = twilio_client.calls.create(to="+442079460000", from_=app.config["TWILIO_CALLER_ID"],
+                                      url=f"{live_server}/healthz", method="GET")
+    leg = app.extensions["sandbox"].calls[call.sid]
+    wait_for(lambda: leg.status == "completed")
+    assert 12100 in {n["error_code"] for n in app.extensions["sandbox"].notifications}
+    assert leg.error_code == 12100
+
+
+def test_recording_json_validates_and_media_is_a_wav(app, client, auth, db, agent, rest):
+    call_id = dial(client, auth, db, "020 7946 0000")
+    incoming = agent.next("incoming")
+    agent.act(incoming["call_sid"], "accept")
+    time.sleep(0.1)
+    agent.act(incoming["call_sid"], "disconnect")
+    row = finished(db, call_id, recording=True)
+    body = rest.get(f"{rest.base}/Recordings/{row['recording_sid']}.json").json()
+    jsonschema.validate(body, strict("recording"))
+    assert body["call_sid"] == row["customer_call_sid"] and body["channels"] == 2 and body["source"] == "DialVerb"
+    assert rest.get(f"{rest.base}/Recordings/{row['recording_sid']}.wav").content[:4] == b"RIFF"
+    assert requests.get(f"{rest.base}/Recordings/{row['recording_sid']}.wav").status_code == 401
+
+
+# --- device tokens ------------------------------------------------------------------------
+
+def token_for(app, identity="alice_1", ttl=3600, secret=None, incoming=True, valid_until=None):
+    cfg = app.config
+    token = AccessToken(cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_API_KEY_SID"], secret or cfg["TWILIO_API_KEY_SECRET"],
+                        identity=identity, ttl=ttl, valid_until=valid_until)
+    token.add_grant(VoiceGrant(incoming_allow=incoming, outgoing_application_sid=cfg["TWILIO_TWIML_APP_SID"]))
+    return token.to_jwt()
+
+
+@pytest.mark.parametrize("case, code", [
+    ("expired", 20104), ("wrong secret", 20101), ("garbage", 20101), ("no incoming grant", 20101), ("none", 20101),
+])
+def test_device_registration_checks_the_token_as_twilio_does(app, live_server, case, code):
+    token = {
+        "expired": lambda: token_for(app, valid_until=int(time.time()) - 60),
+        "wrong secret": lambda: token_for(app, secret="x" * 32),
+        "garbage": lambda: "not.a.jwt",
+        "no incoming grant": lambda: token_for(app, incoming=False),
+        "none": lambda: None,
+    }[case]()
+    response = requests.post(f"{live_server}/sandbox/devices", json={"token": token})
+    assert response.status_code == 401 and response.json()["code"] == code
+    assert app.extensions["sandbox"].devices == {}
+
+
+def test_a_device_keeps_its_registration_with_a_fresh_token(app, live_server):
+    device = ScriptedDevice(live_server, token_for(app, ttl=20))
+    first = device.body["ttl"]
+    response = requests.post(f"{device.base}/{device.id}/token", json={"token": token_for(app, ttl=3600)})
+    assert response.status_code == 200 and response.json()["ttl"] > first
+    bad = requests.post(f"{device.base}/{device.id}/token", json={"token": token_for(app, identity="mallory")})
+    assert bad.status_code == 401 and bad.json()["code"] == 20101
+    device.close()
+
+
+@pytest.mark.parametrize("app_config", [{"SANDBOX_TIME_SCALE": 0.02}])
+def test_an_expiring_registration_gets_20104(app, live_server):
+    device = ScriptedDevice(live_server, token_for(app, ttl=2))
+    error = device.next("error", timeout=5)
+    assert error["code"] == 20104
+    wait_for(lambda: device.id not in app.extensions["sandbox"].devices)
