@@ -12,7 +12,7 @@ from dialer import calls as call_queries
 from .conftest import PASSWORD, free_port, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCREENSHOTS = os.path.join(ROOT, "test-results")
+SCREENSHOTS = os.path.join(ROOT, "test-screenshots")  # pytest-playwright empties test-results/
 FALLBACK = "Sorry, no agents are available. Please try again later."
 pytestmark = pytest.mark.browser
 

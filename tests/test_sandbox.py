@@ -351,3 +351,54 @@ def test_an_expiring_registration_gets_20104(app, live_server):
     error = device.next("error", timeout=5)
     assert error["code"] == 20104
     wait_for(lambda: device.id not in app.extensions["sandbox"].devices)
+
+
+# --- TwiML semantics ----------------------------------------------------------------------
+
+def run_twiml(app, twilio_client, twiml, to="+442079460000"):
+    call = twilio_client.calls.create(to=to, from_=app.config["TWILIO_CALLER_ID"], twiml=twiml)
+    leg = app.extensions["sandbox"].calls[call.sid]
+    wait_for(lambda: not leg.live)
+    return leg
+
+
+def test_verbs_run_in_order_and_hangup_ends_the_document(app, twilio_client):
+    leg = run_twiml(app, twilio_client, '<Response><Say>One</Say><Play>http://x.example/a.wav</Play>'
+                                        '<Pause length="2"/><Say loop="2">Two</Say><Hangup/><Say>Never</Say></Response>')
+    assert leg.heard == ["One", "Two"] and leg.status == "completed" and leg.duration >= 5
+
+
+def test_dial_number_without_action_continues_with_the_next_verb(app, twilio_client):
+    leg = run_twiml(app, twilio_client, '<Response><Dial timeout="10"><Number>+442079460001</Number></Dial>'
+                                        '<Say>After the dial</Say></Response>')
+    children = [c for c in app.extensions["sandbox"].calls.values() if c.parent_sid == leg.sid]
+    assert [(c.direction, c.status, c.to) for c in children] == [("outbound-dial", "busy", "+442079460001")]
+    assert leg.heard == ["After the dial"]
+
+
+def test_dial_number_that_answers_bridges_and_records(app, twilio_client):
+    leg = run_twiml(app, twilio_client, '<Response><Dial record="record-from-answer"><Number>+442079460105</Number>'
+                                        '</Dial></Response>')
+    child = next(c for c in app.extensions["sandbox"].calls.values() if c.parent_sid == leg.sid)
+    assert child.status == "completed" and 9 <= child.duration <= 11
+    recording = next(r for r in app.extensions["sandbox"].recordings.values() if r.call_sid == leg.sid)
+    assert recording.channels == 1 and recording.duration == child.duration
+
+
+def test_redirect_verb_fetches_the_apps_twiml_signed(app, twilio_client, live_server, client, auth, db):
+    auth.create("alice")
+    call = call_queries.create_call(db, agent_by_username(db, "alice")["id"], "+442079460000")
+    leg = run_twiml(app, twilio_client,
+                    f'<Response><Redirect>{live_server}/twiml/customer-to-agent?call={call["id"]}</Redirect></Response>')
+    assert leg.heard == [HOLD, FALLBACK]  # nobody registered as alice
+    codes = {n["error_code"] for n in app.extensions["sandbox"].notifications}
+    assert codes == {31603}  # "no browser registered"; no 11200: every fetch passed the signature check
+
+
+def test_rest_redirect_replaces_the_running_twiml(app, twilio_client):
+    call = twilio_client.calls.create(to="+442079460000", from_=app.config["TWILIO_CALLER_ID"], twiml=SLEEPY_TWIML)
+    leg = app.extensions["sandbox"].calls[call.sid]
+    wait_for(lambda: leg.status == "in-progress")
+    twilio_client.calls(call.sid).update(twiml="<Response><Say>Redirected</Say></Response>")
+    wait_for(lambda: not leg.live)
+    assert leg.heard == ["Redirected"] and leg.duration < 60

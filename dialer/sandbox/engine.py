@@ -303,6 +303,8 @@ class Engine:
                         self.finish(child, who.outcome)
                     elif who.outcome == "answer" and elapsed >= customers.RING_SECONDS:
                         child.device_id = "pstn"
+                        if who.hangup_after:
+                            self.start(self.customer_hangs_up, child, who.hangup_after)
             winner = next((ch for ch, _ in children if ch.live and ch.device_id), None)
             if winner:
                 break

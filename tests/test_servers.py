@@ -1,0 +1,57 @@
+"""The sandbox under the production server command, as a stranger would start it."""
+import os
+import re
+import subprocess
+import sys
+import time
+
+import requests
+
+from .conftest import free_port, wait_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+
+
+def read_until(proc, pattern, lines):
+    while True:
+        line = proc.stdout.readline()
+        assert line, "server stopped:\n" + "".join(lines)
+        lines.append(line)
+        match = re.search(pattern, line)
+        if match:
+            return match
+
+
+def test_gunicorn_serves_the_sandbox_and_a_call_goes_through(tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "DIALER_INSTANCE_PATH": str(tmp_path), "DIALER_PUBLIC_BASE_URL": base,
+           "DIALER_BIND": f"127.0.0.1:{port}", "DIALER_SANDBOX_TIME_SCALE": "0.05", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        password = read_until(proc, r"as demo / (\S+) ", lines).group(1)
+        wait_for(lambda: requests.get(f"{base}/healthz", timeout=1).ok, timeout=15)
+        session = requests.Session()
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', session.get(f"{base}/login").text).group(1)
+        assert session.post(f"{base}/login", data={"username": "demo", "password": password, "csrf_token": token}).ok
+        token = re.search(r'"X-CSRFToken": "([^"]+)"', session.get(f"{base}/").text).group(1)
+        placed = session.post(f"{base}/calls", data={"to": "020 7946 0001", "csrf_token": token},
+                              headers={"HX-Request": "true"})
+        call_id = re.search(r'data-call-id="(\d+)"', placed.text).group(1)
+        wait_for(lambda: 'data-status="busy"' in session.get(f"{base}/?call={call_id}", headers={"HX-Request": "true"}).text)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_gunicorn_refuses_several_workers_for_the_sandbox(tmp_path):
+    env = {**os.environ, "DIALER_INSTANCE_PATH": str(tmp_path), "DIALER_WORKERS": "3",
+           "DIALER_BIND": f"127.0.0.1:{free_port()}"}
+    started = time.monotonic()
+    result = subprocess.run([GUNICORN, "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and time.monotonic() - started < 30
+    assert "the sandbox keeps its calls in one process, so run one worker" in result.stderr + result.stdout
