@@ -17,6 +17,14 @@ STATUS_LABELS = {
 }
 
 
+# Errors Twilio meets while running a call's TwiML, as the final status callback reports them.
+CALL_ERRORS = {
+    11200: "Twilio could not fetch the call instructions from the dialer. Ask your administrator to check PUBLIC_BASE_URL and the auth token.",
+    11205: "Twilio could not connect to the dialer to fetch the call instructions.",
+    12100: "Twilio could not read the dialer's call instructions.",
+}
+
+
 class UnknownCall(LookupError):
     """No call has that id."""
 
@@ -146,6 +154,10 @@ def _changes(call, source, params, status, sequence, leg_sid):
         if sequence is not None and (last is None or sequence > last):
             changes["last_sequence_number"] = sequence
         changes.update(_status_changes(call, status, params))
+        code = _int(params.get("ErrorCode"))
+        if code and not call["error_code"]:
+            changes["error_code"] = code
+            changes["error_message"] = CALL_ERRORS.get(code, f"Twilio reported error {code} on this call.")
     elif source == "dial-result":
         if not call["dial_result"]:
             changes["dial_result"] = status

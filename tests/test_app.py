@@ -206,3 +206,14 @@ def test_environment_overrides_instance_config(tmp_path, monkeypatch):
     assert app.config["DIAL_TIMEOUT"] == 25
     assert app.config["HOLD_MESSAGE"] == "From the instance."
     assert app.config["TELEPHONY"] == "sandbox"
+
+
+def test_cli_commands_do_not_make_a_demo_agent_before_the_real_ones(tmp_path):
+    env = {**os.environ, "DIALER_INSTANCE_PATH": str(tmp_path)}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "flask", "--app", "app", "agents", *args], cwd=ROOT,
+                                       env=env, capture_output=True, text=True, timeout=30)
+    assert "No agents yet" in run("list").stdout
+    created = run("create", "alice", "--password", PASSWORD)
+    assert created.returncode == 0 and "demo" not in created.stdout
+    listing = run("list").stdout
+    assert "alice" in listing and "demo" not in listing

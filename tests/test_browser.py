@@ -132,7 +132,7 @@ def test_customer_hangs_up_on_hold_and_the_ringing_stops(agent_page, db):
     call_customer(agent_page, "020 7946 0004")  # ...4 gives up 8 s after answering
     expect(agent_page.get_by_role("button", name="Accept")).to_be_visible(timeout=10_000)
     expect(agent_page.locator("#incoming")).to_be_hidden(timeout=10_000)
-    expect(agent_page.locator("#device-state")).to_contain_text("hung up before you answered")
+    expect(agent_page.locator("#device-state")).to_contain_text("the caller hung up")
     expect(panel_status(agent_page)).to_have_attribute("data-status", "completed", timeout=10_000)
     assert list(db["calls"].rows)[0]["dial_result"] == "canceled"
 
@@ -165,3 +165,20 @@ def test_signed_out_agent_is_sent_to_sign_in(page, live_server):
     page.goto(f"{live_server}/history")
     expect(page).to_have_url(re.compile(r"/login\?next=/history"))
     expect(page.get_by_text("Please sign in to use the dialer.")).to_be_visible()
+
+
+@pytest.mark.parametrize("app_config", [{"SANDBOX_TIME_SCALE": 0.2}])
+def test_the_same_agent_in_two_tabs_rings_both_and_one_answer_stops_the_other(app, agent_page):
+    carrier = app.extensions["sandbox"]
+    wait_for(lambda: len(carrier.devices) == 1)  # one click, one registration
+    other = agent_page.context.new_page()
+    other.goto(agent_page.url)
+    start_phone(other)
+    wait_for(lambda: len(carrier.devices) == 2)
+    call_customer(agent_page, "020 7946 0000")
+    expect(agent_page.locator("#in-call")).to_be_visible(timeout=10_000)  # the tab that dialled answers at once
+    # The other tab rang (it did not place the call, so it did not answer) and stopped with cancel.
+    expect(other.locator("#device-state")).to_contain_text("another tab answered it", timeout=10_000)
+    expect(other.locator("#incoming")).to_be_hidden()
+    agent_page.get_by_role("button", name="Hang up").click()
+    expect(panel_status(agent_page)).to_have_attribute("data-status", "completed", timeout=10_000)

@@ -402,3 +402,40 @@ def test_rest_redirect_replaces_the_running_twiml(app, twilio_client):
     twilio_client.calls(call.sid).update(twiml="<Response><Say>Redirected</Say></Response>")
     wait_for(lambda: not leg.live)
     assert leg.heard == ["Redirected"] and leg.duration < 60
+
+
+def test_an_application_error_is_reported_to_the_app_with_the_final_status(app, twilio_client, live_server, auth, db):
+    auth.create("alice")
+    call = call_queries.create_call(db, agent_by_username(db, "alice")["id"], "+442079460000")
+    twilio_client.calls.create(to="+442079460000", from_=app.config["TWILIO_CALLER_ID"],
+                               url=f"{live_server}/no-such-twiml", status_callback=f"{live_server}/twiml/status?call={call['id']}",
+                               status_callback_event=["initiated", "ringing", "answered", "completed"])
+    row = wait_for(lambda: (r := call_queries.get_call(db, call["id"]))["status"] == "completed" and r)
+    assert row["error_code"] == 11200 and "could not fetch the call instructions" in row["error_message"]
+
+
+def test_control_page_lists_rules_calls_and_rings_the_number(app, client, auth, live_server):
+    auth.create("alice")
+    auth.login("alice")
+    page = client.get("/sandbox").get_data(as_text=True)
+    assert "Simulated customers" in page and "The line is busy (SIP 486)." in page
+    response = client.post("/sandbox/inbound", data={"from": "+442079460100", "csrf_token": auth.csrf()})
+    assert response.status_code == 303
+    carrier = app.extensions["sandbox"]
+    leg = wait_for(lambda: next((c for c in carrier.calls.values() if c.direction == "inbound" and not c.live), None))
+    assert leg.from_ == "+442079460100" and leg.to == app.config["TWILIO_CALLER_ID"]
+    page = client.get("/sandbox").get_data(as_text=True)
+    assert leg.sid in page and "/twiml/inbound: HTTP 404" in page  # the inbound flow is not built yet
+
+
+def test_sandbox_routes_exist_only_in_sandbox_mode(tmp_path):
+    from dialer import create_app
+    twilio = create_app({
+        "TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_AUTH_TOKEN": "t" * 32, "TWILIO_API_KEY_SID": "SK" + "2" * 32,
+        "TWILIO_API_KEY_SECRET": "s" * 32, "TWILIO_TWIML_APP_SID": "AP" + "3" * 32, "TWILIO_CALLER_ID": "+442079460000",
+        "DATABASE": str(tmp_path / "x.sqlite"),
+    }, instance_path=str(tmp_path))
+    assert twilio.config["TELEPHONY"] == "twilio" and twilio.config["TWILIO_API_BASE_URL"] is None
+    assert not [r.rule for r in twilio.url_map.iter_rules() if r.rule.startswith("/sandbox")]
+    assert twilio.test_client().get("/sandbox").status_code == 404
+    assert "sandbox" not in twilio.extensions

@@ -6,6 +6,7 @@ PUBLIC_BASE_URL/sandbox, TwiML fetched from the app's URLs, webhooks signed with
 import secrets
 import sqlite3
 
+import click
 from flask import current_app
 
 from . import credentials
@@ -36,11 +37,19 @@ def init_app(app):
     csrf.exempt(api.bp)  # Twilio-shaped: basic auth and access tokens, not browser sessions
 
     app.logger.info("Sandbox is on: calls go to the built-in offline carrier at %s", app.config["TWILIO_API_BASE_URL"])
+    if not serving():
+        return  # `flask agents …` and friends: no banner, and no demo agent before the real ones
     print(f" * Dialer sandbox is on: no Twilio account needed; calls go to the simulated carrier "
           f"at {app.config['TWILIO_API_BASE_URL']} (time x{app.config['SANDBOX_TIME_SCALE']}).", flush=True)
     if app.config["SANDBOX_CREATE_DEMO_AGENT"]:
         with app.app_context():
             create_demo_agent()
+
+
+def serving():
+    """True under `flask run` or a WSGI server; False for other `flask` CLI commands."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is None or ctx.info_name == "run"
 
 
 def create_demo_agent():

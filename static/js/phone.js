@@ -43,15 +43,21 @@
     return response.json();
   }
 
+  let starting = false;
+
   async function start() {
-    if (device) return;
+    if (device || starting) return;  // the first click both starts the phone and may be this button
+    starting = true;
     $("start-phone").hidden = true;
     show("starting", "starting…");
     try {
       await connectWith(await fetchToken());
     } catch (e) {
+      device = null;
       $("start-phone").hidden = false;
       if (stateEl.dataset.state === "starting") show("error", "Could not get a phone token. Check your connection and try again.");
+    } finally {
+      starting = false;
     }
   }
 
@@ -88,7 +94,7 @@
     const customer = call.customParameters.get("customer") || call.parameters.From || "";
     call.on("accept", () => inCall(call));
     call.on("disconnect", () => ended(call, "Call ended."));
-    call.on("cancel", () => ended(call, "The caller hung up before you answered."));
+    call.on("cancel", () => ended(call, "The call stopped ringing: the caller hung up, or another tab answered it."));
     call.on("reject", () => ended(call, "Call rejected."));
     call.on("error", (error) => ended(call, sentence(error)));
     call.on("mute", (muted) => {
