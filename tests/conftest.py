@@ -141,6 +141,12 @@ def browser_type_launch_args(browser_type_launch_args):
         "executable_path": executable,
         "args": ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 "--use-fake-device-for-media-stream",
                  "--autoplay-policy=no-user-gesture-required"],
     }
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    """Agents have allowed the microphone (a test that needs it blocked makes its own context)."""
+    return {**browser_context_args, "permissions": ["microphone"]}

@@ -182,3 +182,27 @@ def test_the_same_agent_in_two_tabs_rings_both_and_one_answer_stops_the_other(ap
     expect(other.locator("#incoming")).to_be_hidden()
     agent_page.get_by_role("button", name="Hang up").click()
     expect(panel_status(agent_page)).to_have_attribute("data-status", "completed", timeout=10_000)
+
+
+def test_a_refused_token_is_explained(app, page, auth, live_server):
+    auth.create("alice")
+    sign_in(page, live_server, "alice", PASSWORD)
+    app.config["TWILIO_API_KEY_SECRET"] = "a secret the carrier does not know"
+    page.get_by_role("button", name="Start phone").click()
+    expect(page.locator("#device-state")).to_contain_text("sign-in token was refused")
+    expect(page.locator("#device-state")).to_have_attribute("data-state", "error")
+
+
+@pytest.mark.parametrize("app_config", [{"SANDBOX_TIME_SCALE": 0.2}])
+def test_a_blocked_microphone_is_explained_and_the_caller_is_not_kept_waiting(app, browser, auth, live_server, db):
+    context = browser.new_context()  # the microphone permission is not granted here
+    page = context.new_page()
+    auth.create("alice")
+    sign_in(page, live_server, "alice", PASSWORD)
+    start_phone(page)
+    call_customer(page, "020 7946 0000")
+    expect(page.locator("#device-state")).to_contain_text("blocking the microphone", timeout=10_000)
+    expect(panel_status(page)).to_have_attribute("data-status", "completed", timeout=10_000)
+    call = list(db["calls"].rows)[0]
+    assert call["dial_result"] == "busy"  # rejected at once, so the customer heard the fallback
+    context.close()

@@ -439,3 +439,15 @@ def test_sandbox_routes_exist_only_in_sandbox_mode(tmp_path):
     assert not [r.rule for r in twilio.url_map.iter_rules() if r.rule.startswith("/sandbox")]
     assert twilio.test_client().get("/sandbox").status_code == 404
     assert "sandbox" not in twilio.extensions
+
+
+def test_delete_removes_a_finished_call_and_unknown_resources_are_20404(app, twilio_client, rest):
+    call = twilio_client.calls.create(to="+442079460001", from_=app.config["TWILIO_CALLER_ID"], twiml=SLEEPY_TWIML)
+    live = rest.delete(f"{rest.base}/Calls/{call.sid}.json")
+    if live.status_code == 400:
+        assert live.json()["code"] == 20009
+    wait_for(lambda: twilio_client.calls(call.sid).fetch().status == "busy")
+    assert twilio_client.calls(call.sid).delete() is True
+    assert rest.get(f"{rest.base}/Calls/{call.sid}.json").json()["code"] == 20404
+    missing = rest.get(f"{rest.base}/Queues.json")
+    assert missing.status_code == 404 and missing.json()["code"] == 20404

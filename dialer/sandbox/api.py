@@ -74,6 +74,21 @@ def update_call(account_sid, sid):
     return jsonify(carrier().call_json(carrier().update_call(sid, request.form)))
 
 
+@bp.route(ACCOUNT + "/Calls/<sid>.json", methods=["DELETE"])
+def delete_call(account_sid, sid):
+    """DeleteCall: removes a finished call's record."""
+    authenticate(account_sid)
+    carrier().delete_call(sid)
+    return "", 204
+
+
+@bp.route(ACCOUNT + "/<path:rest>", methods=["GET", "POST", "DELETE"])
+def unknown_resource(account_sid, rest):
+    """Anything the sandbox does not offer answers as Twilio does for a missing resource."""
+    authenticate(account_sid)
+    raise RestError(20404, f"The requested resource /2010-04-01/Accounts/{account_sid}/{rest} was not found", 404)
+
+
 @bp.route(ACCOUNT + "/Recordings/<sid>.json", methods=["GET"])
 def fetch_recording(account_sid, sid):
     authenticate(account_sid)

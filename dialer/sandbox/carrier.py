@@ -254,6 +254,13 @@ class Carrier:
         self.notify()
         return leg
 
+    def delete_call(self, sid):
+        leg = self.get_call(sid)
+        if leg.live:
+            raise RestError(20009, "Cannot delete a call that is still in progress. Hang it up first.")
+        with self.lock:
+            self.calls.pop(sid, None)
+
     def list_calls(self, args):
         legs = sorted(self.calls.values(), key=lambda c: c.date_created, reverse=True)
         for name, attr in (("To", "to"), ("From", "from_"), ("ParentCallSid", "parent_sid"), ("Status", "status")):

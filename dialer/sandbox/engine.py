@@ -28,7 +28,6 @@ class Engine:
     def __init__(self, carrier):
         self.carrier = carrier
         self.validator = RequestValidator(carrier.auth_token)
-        self.http = requests.Session()
 
     # --- webhooks ---------------------------------------------------------------------------
     def post(self, leg, url, params, method="POST", kind="webhook"):
@@ -39,10 +38,10 @@ class Engine:
                 sep = "&" if "?" in url else "?"
                 full = url + sep + urlencode(params)
                 headers["X-Twilio-Signature"] = self.validator.compute_signature(full, {})
-                response = self.http.get(full, headers=headers, timeout=15)
+                response = requests.get(full, headers=headers, timeout=15)
             else:
                 headers["X-Twilio-Signature"] = self.validator.compute_signature(url, params)
-                response = self.http.post(url, data=params, headers=headers, timeout=15)
+                response = requests.post(url, data=params, headers=headers, timeout=15)
         except requests.RequestException as error:
             self.notice(leg, 11205, f"{kind} {url}: connection failed ({error})")
             return None

@@ -96,7 +96,11 @@
     call.on("disconnect", () => ended(call, "Call ended."));
     call.on("cancel", () => ended(call, "The call stopped ringing: the caller hung up, or another tab answered it."));
     call.on("reject", () => ended(call, "Call rejected."));
-    call.on("error", (error) => ended(call, sentence(error)));
+    call.on("error", (error) => {
+      // Without a microphone the agent cannot talk: let the caller hear the fallback now, not after the timeout.
+      ended(call, sentence(error));
+      if ((error.code === 31401 || error.code === 31402 || error.code === 31208) && call.status() === "pending") call.reject();
+    });
     call.on("mute", (muted) => {
       $("mute-call").setAttribute("aria-pressed", String(muted));
       $("mute-call").textContent = muted ? "Unmute" : "Mute";
@@ -129,6 +133,9 @@
     show(device && device.state === "registered" ? "ready" : "offline", `${message} Ready for the next call.`);
   }
 
+  if (!window.isSecureContext) {
+    show("error", "This page is not served over HTTPS, so the browser will not give it a microphone. Ask your administrator to put the dialer behind HTTPS.");
+  }
   $("start-phone").addEventListener("click", start);
   // Browsers only allow sound after a gesture, so the phone starts on the first click or key.
   document.addEventListener("pointerdown", start, { once: true });

@@ -24,7 +24,8 @@
   }
   const ERROR_NAMES = {
     20101: "AccessTokenInvalid", 20104: "AccessTokenExpired", 31005: "ConnectionError",
-    31008: "CallCancelledError", 53000: "SignalingConnectionError",
+    31008: "CallCancelledError", 31401: "PermissionDeniedError", 31402: "AcquisitionFailedError",
+    53000: "SignalingConnectionError",
   };
   const makeError = (code, message) => new TwilioError(code, ERROR_NAMES[code] || "TwilioError", message);
 
@@ -54,6 +55,18 @@
     async accept() {
       if (this._status !== "pending") return;
       this._status = "connecting";
+      // As the SDK does, answering first opens the microphone (no audio flows in the sandbox).
+      try {
+        if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+          throw Object.assign(new Error("getUserMedia is unavailable: the page is not a secure context (HTTPS)"), { name: "NotSupportedError" });
+        }
+        this._stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      } catch (e) {
+        this._status = "pending";
+        const denied = e.name === "NotAllowedError" || e.name === "PermissionDeniedError" || e.name === "SecurityError";
+        this.emit("error", makeError(denied ? 31401 : 31402, `${e.name}: ${e.message}`));
+        return;
+      }
       const r = await post(`${this._url}/accept`, {});
       if (!r.ok) {
         this._close();
@@ -90,6 +103,8 @@
       post(`${this._url}/digits`, { digits });
     }
     _close() {
+      if (this._stream) this._stream.getTracks().forEach((t) => t.stop());
+      this._stream = null;
       this._status = "closed";
       this._device._calls = this._device._calls.filter((c) => c !== this);
     }
