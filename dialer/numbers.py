@@ -14,7 +14,9 @@ class InvalidNumber(ValueError):
 
 
 def country_name(region):
-    return geocoder._region_display_name(region, "en") or region
+    """'FR' -> 'France', through phonenumbers' own geocoding data."""
+    example = phonenumbers.example_number(region)
+    return (example and geocoder.country_name_for_number(example, "en")) or region
 
 
 def normalise(raw, default_region, allowed_countries):

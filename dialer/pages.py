@@ -8,12 +8,12 @@ def wants_fragment():
     return bool(request.headers.get("HX-Request")) and request.headers.get("HX-Request-Type") != "full"
 
 
-def render(template, block, status=200, headers=None, **context):
+def render(template, block, status=200, **context):
     """Render the whole page, or only `block` of it for htmx; responses vary on HX-Request."""
     if wants_fragment():
         body = render_block(template, block, **context)
     else:
         body = render_template(template, **context)
-    response = make_response(body, status, headers or {})
+    response = make_response(body, status)
     response.vary.add("HX-Request")
     return response

@@ -206,3 +206,13 @@ def test_a_blocked_microphone_is_explained_and_the_caller_is_not_kept_waiting(ap
     call = list(db["calls"].rows)[0]
     assert call["dial_result"] == "busy"  # rejected at once, so the customer heard the fallback
     context.close()
+
+
+@pytest.mark.parametrize("app_config", [{"SANDBOX_TIME_SCALE": 0.2}])
+def test_end_call_on_the_panel_hangs_up_and_the_phone_hears_it(agent_page):
+    call_customer(agent_page, "020 7946 0000")
+    expect(agent_page.locator("#in-call")).to_be_visible(timeout=10_000)
+    agent_page.get_by_role("button", name="End call").click()  # htmx POST with the inherited CSRF header
+    expect(panel_status(agent_page)).to_have_attribute("data-status", "completed", timeout=10_000)
+    expect(agent_page.locator("#in-call")).to_be_hidden()
+    expect(agent_page.locator("#device-state")).to_contain_text("Call ended")
