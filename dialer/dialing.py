@@ -40,7 +40,7 @@ def place():
     try:
         to = numbers.normalise(form.to.data, cfg["DEFAULT_REGION"], cfg["ALLOWED_COUNTRIES"])
     except numbers.InvalidNumber as error:
-        form.to.errors.append(str(error))
+        form.to.errors = [str(error)]
         return _page(form, status=422)
     db = get_db()
     call = calls.create_call(db, current_user.id, to)
