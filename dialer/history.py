@@ -42,5 +42,5 @@ def recording(call_id):
     try:
         media = telephony.recording_media(call["recording_sid"])
     except telephony.TelephonyError as error:
-        return Response(error.sentence, 502, mimetype="text/plain")
+        return Response(error.sentence, 404 if error.code == 404 else 502, mimetype="text/plain")
     return Response(media, mimetype="audio/wav", headers={"Cache-Control": "private, max-age=3600"})

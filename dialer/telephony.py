@@ -116,8 +116,11 @@ def recording_media(recording_sid):
                                 timeout=cfg["TWILIO_TIMEOUT"])
     except requests.RequestException as exc:
         raise _error(exc) from exc
+    if response.status_code == 404:
+        raise TelephonyError(404, "recording not found", "Twilio no longer has this recording.")
     if response.status_code != 200:
-        raise TelephonyError(response.status_code, "recording fetch failed", "The recording is not available yet.")
+        raise TelephonyError(response.status_code, f"recording fetch: HTTP {response.status_code}",
+                             "The recording could not be fetched from Twilio just now. Try again shortly.")
     return response.content
 
 

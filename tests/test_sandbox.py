@@ -451,3 +451,22 @@ def test_delete_removes_a_finished_call_and_unknown_resources_are_20404(app, twi
     assert rest.get(f"{rest.base}/Calls/{call.sid}.json").json()["code"] == 20404
     missing = rest.get(f"{rest.base}/Queues.json")
     assert missing.status_code == 404 and missing.json()["code"] == 20404
+
+
+def test_a_recording_twilio_no_longer_has_says_so(client, auth, db, live_server):
+    auth.create("alice")
+    auth.login("alice")
+    call = call_queries.create_call(db, agent_by_username(db, "alice")["id"], "+442079460000")
+    db["calls"].update(call["id"], {"recording_sid": "RE" + "9" * 32})
+    response = client.get(f"/calls/{call['id']}/recording.wav")
+    assert response.status_code == 404 and response.get_data(as_text=True) == "Twilio no longer has this recording."
+
+
+def test_a_recording_when_twilio_cannot_be_reached_says_so(app, client, auth, db):
+    app.config["TWILIO_API_BASE_URL"] = "http://127.0.0.1:9"  # nothing listens there
+    auth.create("alice")
+    auth.login("alice")
+    call = call_queries.create_call(db, agent_by_username(db, "alice")["id"], "+442079460000")
+    db["calls"].update(call["id"], {"recording_sid": "RE" + "9" * 32})
+    response = client.get(f"/calls/{call['id']}/recording.wav")
+    assert response.status_code == 502 and "could not reach Twilio" in response.get_data(as_text=True)
