@@ -7,7 +7,6 @@ import sys
 import pytest
 from playwright.sync_api import expect
 
-from dialer import calls as call_queries
 
 from .conftest import PASSWORD, free_port, wait_for
 
