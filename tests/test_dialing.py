@@ -162,7 +162,7 @@ def test_dialer_panel_polls_until_the_call_ends_then_stops(app, client, auth, db
     place(client, auth, "020 7946 0001")  # ...1 is busy
     call = only_call(db)
     live = client.get(f"/?call={call['id']}", headers={"HX-Request": "true"})
-    assert live.headers["Vary"] == "Cookie, HX-Request" or "HX-Request" in live.headers["Vary"]
+    assert "HX-Request" in live.headers["Vary"]
     wait_for(lambda: call_queries.get_call(db, call["id"])["status"] == "busy")
     done = client.get(f"/?call={call['id']}", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert "hx-trigger" not in done and "<html" not in done
