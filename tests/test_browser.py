@@ -215,3 +215,18 @@ def test_end_call_on_the_panel_hangs_up_and_the_phone_hears_it(agent_page):
     expect(panel_status(agent_page)).to_have_attribute("data-status", "completed", timeout=10_000)
     expect(agent_page.locator("#in-call")).to_be_hidden()
     expect(agent_page.locator("#device-state")).to_contain_text("Call ended")
+
+
+@pytest.mark.parametrize("app_config", [{"VOICE_TOKEN_TTL": 12}])
+def test_an_expired_registration_gets_a_fresh_token_and_registers_again(app, page, auth, live_server):
+    """A laptop that slept through tokenWillExpire: the carrier says 20104, the phone recovers by itself."""
+    carrier = app.extensions["sandbox"]
+    page.clock.install()
+    auth.create("alice")
+    sign_in(page, live_server, "alice", PASSWORD)
+    start_phone(page)
+    first = wait_for(lambda: next(iter(carrier.devices), None))
+    page.clock.pause_at(page.evaluate("Date.now()") + 1000)  # page timers stop: no tokenWillExpire
+    wait_for(lambda: carrier.devices and first not in carrier.devices, timeout=20)  # expired, then a new one
+    expect(page.locator("#device-state")).to_contain_text("ready")
+    assert len(carrier.devices) == 1
