@@ -1,14 +1,13 @@
 """Agents and sign-in: flask-login sessions, hashed passwords, the `agents` CLI."""
 import re
 import secrets
-from functools import wraps
 from urllib.parse import urlsplit
 
 import click
 from flask.cli import AppGroup
-from flask import (Blueprint, abort, current_app, flash, jsonify, redirect, render_template,
+from flask import (Blueprint, current_app, flash, jsonify, redirect, render_template,
                    request, url_for)
-from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
+from flask_login import LoginManager, UserMixin, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField, StringField
@@ -109,16 +108,6 @@ def unauthorized():
         return jsonify(error="Your session has ended. Sign in again."), 401
     flash(login_manager.login_message)
     return redirect(login_url)
-
-
-def supervisor_required(view):
-    @wraps(view)
-    @login_required
-    def wrapped(*args, **kwargs):
-        if not current_user.is_supervisor:
-            abort(403)
-        return view(*args, **kwargs)
-    return wrapped
 
 
 def safe_next(target):

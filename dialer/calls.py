@@ -7,7 +7,6 @@ from .db import utcnow
 
 TERMINAL = ("completed", "busy", "failed", "no-answer", "canceled")
 PROGRESS = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3}
-SOURCES = ("status", "twiml", "dial-result", "recording", "app")  # twiml: the TwiML fetch itself
 FALLBACK_DIAL_RESULTS = ("no-answer", "busy", "failed", "canceled")
 
 STATUS_LABELS = {
@@ -120,6 +119,8 @@ def _event_status(source, params):
 
 def apply_event(db, call_id, source, params):
     """Apply a callback or app action to a call.
+
+    `source` is status, twiml (the TwiML fetch itself), dial-result, recording or app.
 
     The rules: every distinct callback is kept as an event; a repeat changes nothing; a call
     never moves backwards (by status rank and by `SequenceNumber`); a terminal status is final.

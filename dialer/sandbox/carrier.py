@@ -102,9 +102,17 @@ class Leg:
     error_code: int | None = None
     buffered_callbacks: list = field(default_factory=list)
 
+    ended_mono: float | None = None
+
     @property
     def live(self):
         return self.status not in TERMINAL
+
+    def hang_up(self, by):
+        """Someone ended the leg now; the engine finishes it, timed from this moment."""
+        if self.ended_by is None:
+            self.ended_by = by
+            self.ended_mono = time.monotonic()
 
 
 @dataclass
@@ -243,7 +251,7 @@ class Carrier:
                 if status == "canceled" and leg.status not in ("queued", "ringing"):
                     return leg  # canceled only affects calls not yet answered
                 if leg.live and not leg.ended_by:
-                    leg.ended_by = "api"
+                    leg.hang_up("api")
             elif url or twiml:
                 if leg.status != "in-progress":
                     raise RestError(21220, "Call is not in-progress. Cannot redirect.")
@@ -388,7 +396,7 @@ class Carrier:
                     leg.rejected = True
             elif action == "disconnect":
                 if leg.live and not leg.ended_by and leg.device_id in (None, device.id):
-                    leg.ended_by = "agent"
+                    leg.hang_up("agent")
             elif action == "digits":
                 leg.digits += digits
         self.notify()

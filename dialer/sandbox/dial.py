@@ -122,13 +122,14 @@ class DialVerb:
         started, began = time.monotonic(), utc()
         limit = int(verb.get("timeLimit", 14400))
         c.wait(limit, lambda: parent.ended_by or parent.redirect or child.ended_by)
-        seconds = round(c.sim_seconds_since(started))
+        ended = min(t for t in (parent.ended_mono, child.ended_mono, time.monotonic()) if t is not None)
+        seconds = round((ended - started) / c.scale)
         if child.ended_by != "agent":
             device = c.devices.get(child.device_id)
             if device:
                 c.send(device, "hangup", {"call_sid": child.sid})
         with c.lock:
-            child.ended_by = child.ended_by or "parent"
+            child.hang_up("parent")
         self.finish(child, "completed")
         recording = None
         if record != "do-not-record":

@@ -119,7 +119,9 @@ class Engine(DialVerb):
         with self.carrier.lock:
             if not leg.live:
                 return
-            leg.duration = round(self.carrier.sim_seconds_since(leg.answered_mono)) if leg.answered_mono else 0
+            # Timed to the hang-up itself, not to when the sandbox got round to finishing the leg.
+            ended = leg.ended_mono or time.monotonic()
+            leg.duration = round((ended - leg.answered_mono) / self.carrier.scale) if leg.answered_mono else 0
             leg.status = status
             leg.end_time = leg.date_updated = utc()
         self.carrier.notify()
@@ -168,7 +170,7 @@ class Engine(DialVerb):
         self.carrier.wait(after, lambda: not leg.live)
         with self.carrier.lock:
             if leg.live and not leg.ended_by:
-                leg.ended_by = "customer"
+                leg.hang_up("customer")
         self.carrier.notify()
 
     def run_inbound(self, leg, voice_url):
@@ -255,11 +257,11 @@ class Engine(DialVerb):
             elif tag == "Pause":
                 self.pause(leg, int(verb.get("length", 1)))
             elif tag == "Hangup":
-                leg.ended_by = leg.ended_by or "twiml"
+                leg.hang_up("twiml")
                 return None
             elif tag == "Reject":
                 if leg.answered_mono is None:
-                    leg.ended_by = "twiml"
+                    leg.hang_up("twiml")
                     self.finish(leg, "busy" if verb.get("reason") == "busy" else "no-answer")
                 return None
             elif tag == "Redirect":
