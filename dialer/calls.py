@@ -3,7 +3,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 
-from .db import utcnow
+from .db import utcnow, writing
 
 TERMINAL = ("completed", "busy", "failed", "no-answer", "canceled")
 PROGRESS = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3}
@@ -130,8 +130,7 @@ def apply_event(db, call_id, source, params):
     status = _event_status(source, params)
     sequence = _int(params.get("SequenceNumber"))
     leg_sid = params.get("CallSid")
-    with db.atomic():
-        # Write first: it takes the write lock before we read, so two callbacks never race.
+    with writing(db):
         if not record_event(db, call_id, source, params, status=status, call_sid=leg_sid,
                             sequence_number=sequence):
             return get_call(db, call_id), False

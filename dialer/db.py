@@ -1,13 +1,20 @@
-"""The SQLite database: one connection per request, schema through sqlite-utils migrations."""
+"""The SQLite database: one reused connection per thread, schema through sqlite-utils migrations."""
 import os
 import sqlite3
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from flask import current_app, g
+from flask import current_app
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 migrations = Migrations("dialer")
+
+# One lock per database file in this process: writers wait on it and are woken the moment it is
+# free, instead of sleeping in SQLite's busy handler (which backs off up to 100 ms a try).
+_writer_locks = {}
+_writer_locks_guard = threading.Lock()
 
 
 def utcnow():
@@ -17,26 +24,67 @@ def utcnow():
 
 def connect(path):
     """Open the database with WAL and a busy timeout: webhooks and pages write at once."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     conn = sqlite3.connect(path, timeout=10, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.execute("PRAGMA foreign_keys=ON")
-    return Database(conn)
+    db = Database(conn)
+    db.path = path
+    return db
 
 
 def get_db():
-    """The request's database connection."""
-    if "db" not in g:
-        g.db = connect(current_app.config["DATABASE"])
-    return g.db
+    """This thread's connection to the app's database, opened once and reused by every request."""
+    local = current_app.extensions["dialer_db"]
+    db = getattr(local, "db", None)
+    if db is None:
+        db = local.db = connect(current_app.config["DATABASE"])
+    return db
 
 
-def close_db(exc=None):
-    """Close the request's connection."""
-    db = g.pop("db", None)
-    if db is not None:
-        db.conn.close()
+def end_request(exc=None):
+    """A request that failed half-way must not leave its thread's connection inside a transaction."""
+    db = getattr(current_app.extensions["dialer_db"], "db", None)
+    if db is not None and db.conn.in_transaction:
+        db.conn.rollback()
+
+
+@contextmanager
+def writing(db):
+    """A transaction that reads then writes: it starts as the writer (BEGIN IMMEDIATE).
+
+    A deferred transaction that read first is refused at once ("database is locked") when it
+    tries to write while another connection writes. Threads of this process queue on a lock
+    first, so at most one of them waits in SQLite's busy handler (for another process).
+    Nested inside another transaction, it is a savepoint of it.
+    """
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    with _writer_lock(db):
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.conn.rollback()
+            raise
+        try:
+            db.conn.execute("COMMIT")
+        except BaseException:
+            db.conn.rollback()
+            raise
+
+
+def _writer_lock(db):
+    path = getattr(db, "path", None)
+    lock = _writer_locks.get(path)
+    if lock is None:
+        with _writer_locks_guard:
+            lock = _writer_locks.setdefault(path, threading.RLock())
+    return lock
 
 
 def init_app(app):
@@ -46,7 +94,8 @@ def init_app(app):
         migrations.apply(db)
     finally:
         db.conn.close()
-    app.teardown_appcontext(close_db)
+    app.extensions["dialer_db"] = threading.local()
+    app.teardown_appcontext(end_request)
 
 
 @migrations()
