@@ -62,6 +62,14 @@ def register_health_and_errors(app):
     def csrf_error(error):
         return error_page(400, "This form has expired or did not come from the dialer. Reload the page and try again.")
 
+    @app.errorhandler(400)
+    def bad_request(error):
+        return error_page(400, getattr(error, "description", None) or "The dialer could not read that request.")
+
+    @app.errorhandler(413)
+    def too_large(error):
+        return error_page(413, "That request is larger than the dialer accepts.")
+
     @app.errorhandler(403)
     def forbidden(error):
         return error_page(403, getattr(error, "description", None) or "You may not do that.")

@@ -1,8 +1,8 @@
 """Calls: the queries, and the one function that owns how a call's state may change."""
 import json
-from datetime import datetime, timedelta, timezone
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 
+from . import params
 from .db import utcnow, writing
 
 TERMINAL = ("completed", "busy", "failed", "no-answer", "canceled")
@@ -40,22 +40,39 @@ def is_terminal(status):
 
 
 # --- queries -------------------------------------------------------------------------------
+# The webhook path uses plain SQL: sqlite-utils' table helpers read the schema on every call.
+
+def _one(db, sql, args):
+    """The first row of a query as a dict, or None."""
+    cursor = db.execute(sql, args)
+    row = cursor.fetchone()
+    return dict(zip([c[0] for c in cursor.description], row)) if row else None
+
 
 def create_call(db, agent_id, customer_number, direction="outbound"):
     """A new call row, `queued`, before Twilio has been asked anything."""
-    now = utcnow()
-    table = db["calls"].insert({
-        "agent_id": agent_id, "direction": direction, "customer_number": customer_number,
-        "status": "queued", "created_at": now,
-    })
-    call_id = table.last_pk
-    record_event(db, call_id, "app", {"action": "created", "To": customer_number}, status="queued")
+    with writing(db):
+        cursor = db.execute(
+            "INSERT INTO calls (agent_id, direction, customer_number, status, created_at) VALUES (?, ?, ?, 'queued', ?)",
+            [agent_id, direction, customer_number, utcnow()])
+        call_id = cursor.lastrowid
+        record_event(db, call_id, "app", {"action": "created", "To": customer_number}, status="queued")
     return get_call(db, call_id)
 
 
 def get_call(db, call_id):
-    rows = list(db["calls"].rows_where("id = ?", [call_id], limit=1))
-    return rows[0] if rows else None
+    return _one(db, "SELECT * FROM calls WHERE id = ?", [call_id])
+
+
+def call_by_sid(db, call_sid):
+    """The call whose customer leg has this CallSid, or None."""
+    return _one(db, "SELECT * FROM calls WHERE customer_call_sid = ? LIMIT 1", [call_sid])
+
+
+def call_with_identity(db, call_id):
+    """The call and, as `agent_identity`, the client identity of its agent (one query for the TwiML)."""
+    return _one(db, "SELECT calls.*, agents.identity AS agent_identity FROM calls "
+                    "LEFT JOIN agents ON agents.id = calls.agent_id WHERE calls.id = ?", [call_id])
 
 
 def call_for_agent(db, call_id, agent):
@@ -90,60 +107,63 @@ def record_event(db, call_id, source, params, status=None, call_sid=None, sequen
     return cursor.rowcount == 1
 
 
+def _already_kept(db, call_id, source, call_sid, status, sequence_number):
+    """Whether this exact callback is an event already (read only: a repeat takes no write lock)."""
+    return db.execute(
+        "SELECT 1 FROM call_events WHERE call_id = ? AND source = ? AND coalesce(call_sid, '') = ? "
+        "AND coalesce(status, '') = ? AND coalesce(sequence_number, -1) = ?",
+        [call_id, source, call_sid or "", status or "", -1 if sequence_number is None else sequence_number],
+    ).fetchone() is not None
+
+
 # --- the state machine ---------------------------------------------------------------------
 
-def _int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _timestamp(params):
-    """Twilio's RFC 2822 `Timestamp` as ISO text, or now."""
-    try:
-        return parsedate_to_datetime(params["Timestamp"]).astimezone(timezone.utc).isoformat(timespec="seconds")
-    except (KeyError, TypeError, ValueError):
-        return utcnow()
-
-
-def _event_status(source, params):
+def _event_status(source, values):
     if source in ("status", "twiml"):
-        return params.get("CallStatus")
+        return values.get("CallStatus")
     if source == "dial-result":
-        return params.get("DialCallStatus")
+        return values.get("DialCallStatus")
     if source == "recording":
-        return params.get("RecordingStatus")
-    return params.get("status")
+        return values.get("RecordingStatus")
+    return values.get("status")
 
 
-def apply_event(db, call_id, source, params):
+def apply_event(db, call_id, source, callback):
     """Apply a callback or app action to a call.
 
-    `source` is status, twiml (the TwiML fetch itself), dial-result, recording or app.
+    `source` is status, twiml (the TwiML fetch itself), dial-result, recording or app;
+    `callback` is a `params.Callback` (an app action may pass a plain dict of its own values).
 
-    The rules: every distinct callback is kept as an event; a repeat changes nothing; a call
-    never moves backwards (by status rank and by `SequenceNumber`); a terminal status is final.
+    The rules: every distinct callback is kept as an event (its raw text); a repeat changes
+    nothing and writes nothing; a call never moves backwards (by status rank and by
+    `SequenceNumber`); a terminal status is final; a field that failed its check is not used.
     Returns (call, changed).
     """
-    params = {k: v for k, v in params.items()}
-    status = _event_status(source, params)
-    sequence = _int(params.get("SequenceNumber"))
-    leg_sid = params.get("CallSid")
+    if not isinstance(callback, params.Callback):
+        callback = params.trusted(callback)
+    values = callback.values
+    status = _event_status(source, values)
+    sequence = values.get("SequenceNumber")
+    leg_sid = values.get("CallSid")
+    event = (call_id, source, leg_sid, status, sequence)
+    if _already_kept(db, *event):
+        return get_call(db, call_id), False
     with writing(db):
-        if not record_event(db, call_id, source, params, status=status, call_sid=leg_sid,
+        # Inside the write transaction: two copies of one callback cannot both pass.
+        if not record_event(db, call_id, source, callback.raw, status=status, call_sid=leg_sid,
                             sequence_number=sequence):
             return get_call(db, call_id), False
         call = get_call(db, call_id)
         if call is None:
             raise UnknownCall(call_id)
-        changes = _changes(call, source, params, status, sequence, leg_sid)
+        changes = _changes(call, source, values, status, sequence, leg_sid)
         if changes:
-            db["calls"].update(call_id, changes)
-    return get_call(db, call_id), bool(changes)
+            db.execute(f"UPDATE calls SET {', '.join(f'{column} = ?' for column in changes)} WHERE id = ?",
+                       [*changes.values(), call_id])
+    return {**call, **changes}, bool(changes)
 
 
-def _changes(call, source, params, status, sequence, leg_sid):
+def _changes(call, source, values, status, sequence, leg_sid):
     changes = {}
     if source in ("status", "twiml"):
         if leg_sid and not call["customer_call_sid"]:
@@ -153,49 +173,57 @@ def _changes(call, source, params, status, sequence, leg_sid):
         last = call["last_sequence_number"]
         if sequence is not None and (last is None or sequence > last):
             changes["last_sequence_number"] = sequence
-        changes.update(_status_changes(call, status, params))
-        code = _int(params.get("ErrorCode"))
+        changes.update(_status_changes(call, status, values))
+        code = values.get("ErrorCode")
         if code and not call["error_code"]:
             changes["error_code"] = code
             changes["error_message"] = CALL_ERRORS.get(code, f"Twilio reported error {code} on this call.")
     elif source == "dial-result":
-        if not call["dial_result"]:
+        if status and not call["dial_result"]:
             changes["dial_result"] = status
-            if params.get("DialCallSid"):
-                changes["agent_call_sid"] = params["DialCallSid"]
+            if values.get("DialCallSid"):
+                changes["agent_call_sid"] = values["DialCallSid"]
     elif source == "recording":
-        if status == "completed" and not call["recording_sid"]:
+        if status == "completed" and values.get("RecordingSid") and not call["recording_sid"]:
             changes.update({
-                "recording_sid": params.get("RecordingSid"),
-                "recording_url": params.get("RecordingUrl"),
-                "recording_duration": _int(params.get("RecordingDuration")),
-                "recording_channels": _int(params.get("RecordingChannels")),
+                "recording_sid": values["RecordingSid"],
+                "recording_url": values.get("RecordingUrl"),
+                "recording_duration": values.get("RecordingDuration"),
+                "recording_channels": values.get("RecordingChannels"),
             })
     elif source == "app":
-        if params.get("CallSid") and not call["customer_call_sid"]:
-            changes["customer_call_sid"] = params["CallSid"]
+        if values.get("CallSid") and not call["customer_call_sid"]:
+            changes["customer_call_sid"] = values["CallSid"]
         if status == "failed" and not is_terminal(call["status"]):
-            changes.update({"error_code": _int(params.get("error_code")),
-                            "error_message": params.get("error_message")})
-        changes.update(_status_changes(call, status, params))
+            changes.update({"error_code": values.get("error_code"),
+                            "error_message": values.get("error_message")})
+        changes.update(_status_changes(call, status, values))
     return changes
 
 
-def _status_changes(call, status, params):
-    """Move the status forward only; fill answered/ended times and duration."""
+def _seconds_between(start, end):
+    return max(0, int((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()))
+
+
+def _status_changes(call, status, values):
+    """Move the status forward only; fill answered/ended times and a duration that fits them."""
     if rank(status) <= rank(call["status"]):
         return {}
     changes = {"status": status}
-    when = _timestamp(params)
+    when = values.get("Timestamp") or utcnow()
     if status == "in-progress" and not call["answered_at"]:
         changes["answered_at"] = when
     if is_terminal(status):
-        duration = _int(params.get("CallDuration"))
         changes["ended_at"] = when
-        changes["duration"] = duration if duration is not None else 0
-        if duration and not call["answered_at"]:
-            ended = datetime.fromisoformat(when)
-            changes["answered_at"] = (ended - timedelta(seconds=duration)).isoformat(timespec="seconds")
+        duration = values.get("CallDuration")
+        answered = call["answered_at"]
+        if duration is None:
+            duration = _seconds_between(answered, when) if answered else 0
+        if not answered and status != "completed":
+            duration = 0  # busy, no answer, failed, canceled: never connected, whatever was sent
+        if duration and not answered:
+            changes["answered_at"] = (datetime.fromisoformat(when) - timedelta(seconds=duration)).isoformat(timespec="seconds")
+        changes["duration"] = duration
     return changes
 
 

@@ -6,8 +6,7 @@ from flask import Blueprint, Response, abort, current_app, request
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
-from . import calls
-from .auth import agent_by_id
+from . import calls, params
 from .db import get_db
 from .telephony import public_url
 
@@ -16,33 +15,64 @@ bp = Blueprint("twiml", __name__, url_prefix="/twiml")
 APOLOGY = "Sorry, we could not connect this call. Goodbye."
 
 
+MAX_WEBHOOK_BYTES = 64 * 1024  # Twilio's largest webhook is a few kilobytes
+
+
 @bp.before_request
 def check_signature():
-    """Refuse (403) anything not signed by Twilio for exactly this URL."""
+    """Refuse (403) anything not signed by Twilio for exactly this URL and for our account."""
     cfg = current_app.config
+    request.max_content_length = MAX_WEBHOOK_BYTES  # before the form is read
     url = cfg["PUBLIC_BASE_URL"] + request.full_path.rstrip("?")
     signature = request.headers.get("X-Twilio-Signature", "")
-    params = request.form if request.method == "POST" else {}
-    if not signature or not RequestValidator(cfg["TWILIO_AUTH_TOKEN"]).validate(url, params, signature):
+    form = request.form if request.method == "POST" else {}
+    if not signature or not _validator(cfg).validate(url, form, signature):
         current_app.logger.warning("403: %s request to %s without a valid Twilio signature (from %s)",
                                    "unsigned" if not signature else "wrongly signed", url, request.remote_addr)
         abort(403, "This URL only answers requests signed by Twilio.")
+    if form.get("AccountSid") != cfg["TWILIO_ACCOUNT_SID"]:
+        current_app.logger.warning("403: %s request for account %r, not ours", url, form.get("AccountSid"))
+        abort(403, "This webhook is for another Twilio account (AccountSid).")
+
+
+def _validator(cfg):
+    """twilio's RequestValidator for the auth token, built once per token."""
+    validators = current_app.extensions.setdefault("twilio_validators", {})
+    token = cfg["TWILIO_AUTH_TOKEN"]
+    if token not in validators:
+        validators[token] = RequestValidator(token)
+    return validators[token]
 
 
 def twiml(response):
     return Response(str(response), mimetype="text/xml")
 
 
-def _find_call(db):
+def _read_callback():
+    """The webhook's fields, checked; a field that fails is logged by name and not used."""
+    callback = params.read(request.form)
+    if "CallSid" not in callback.values:
+        why = callback.problems.get("CallSid", "is missing")
+        current_app.logger.warning("400: %s: CallSid %s: %s", request.path, why, callback.raw)
+        abort(400, f"CallSid {why}.")
+    if callback.problems:
+        current_app.logger.warning("%s: ignored %s", request.path, "; ".join(
+            f"{name} {why} (got {callback.raw[name][:80]!r})" for name, why in callback.problems.items()))
+    return callback
+
+
+def _find_call(db, callback, with_identity=False):
     """The call named by ?call=, else by the leg's CallSid; None if neither is known."""
     call_id = request.args.get("call", "")
-    call = calls.get_call(db, int(call_id)) if call_id.isdigit() else None
-    if call is None and request.form.get("CallSid"):
-        rows = list(db["calls"].rows_where("customer_call_sid = ?", [request.form["CallSid"]], limit=1))
-        call = rows[0] if rows else None
+    call = None
+    if call_id.isascii() and call_id.isdigit() and len(call_id) <= 18:
+        call = calls.call_with_identity(db, int(call_id)) if with_identity else calls.get_call(db, int(call_id))
+    if call is None and callback.get("CallSid"):
+        call = calls.call_by_sid(db, callback.get("CallSid"))
+        if call is not None and with_identity:
+            call = calls.call_with_identity(db, call["id"])
     if call is None:
-        current_app.logger.warning("%s callback for unknown call %r: %s", request.path, call_id,
-                                   request.form.to_dict(flat=False))
+        current_app.logger.warning("%s callback for unknown call %r: %s", request.path, call_id[:40], callback.raw)
     return call
 
 
@@ -62,11 +92,11 @@ def _apology():
 def customer_to_agent():
     """The customer answered: hold message, then ring the browser of the agent who placed the call."""
     db = get_db()
-    call = _find_call(db)
-    if call is None:
+    callback = _read_callback()
+    call = _find_call(db, callback, with_identity=True)
+    if call is None or not call["agent_identity"]:
         return _apology()
-    calls.apply_event(db, call["id"], "twiml", request.form)
-    agent = agent_by_id(db, call["agent_id"])
+    calls.apply_event(db, call["id"], "twiml", callback)
     cfg = current_app.config
     response = VoiceResponse()
     _say(response, cfg["HOLD_MESSAGE"])
@@ -76,7 +106,7 @@ def customer_to_agent():
         recording_status_callback=public_url("twiml.recording", call=call["id"]),
     )
     client = dial.client()
-    client.identity(agent["identity"])
+    client.identity(call["agent_identity"])
     client.parameter(name="call_id", value=str(call["id"]))
     client.parameter(name="customer", value=call["customer_number"])
     return twiml(response)
@@ -86,12 +116,13 @@ def customer_to_agent():
 def dial_result():
     """The agent's leg ended: apologise only if no agent ever took the call."""
     db = get_db()
-    call = _find_call(db)
+    callback = _read_callback()
+    call = _find_call(db, callback)
     if call is None:
         return _apology()
-    calls.apply_event(db, call["id"], "dial-result", request.form)
+    calls.apply_event(db, call["id"], "dial-result", callback)
     response = VoiceResponse()
-    if request.form.get("DialCallStatus") in calls.FALLBACK_DIAL_RESULTS:
+    if callback.get("DialCallStatus") in calls.FALLBACK_DIAL_RESULTS:
         _say(response, current_app.config["FALLBACK_MESSAGE"])
     response.hangup()
     return twiml(response)
@@ -99,10 +130,11 @@ def dial_result():
 
 def _callback(source):
     db = get_db()
-    call = _find_call(db)
+    callback = _read_callback()
+    call = _find_call(db, callback)
     if call is None:
         return Response("Unknown call: this callback names no call the dialer placed.\n", 404, mimetype="text/plain")
-    calls.apply_event(db, call["id"], source, request.form)
+    calls.apply_event(db, call["id"], source, callback)
     return Response(status=204)
 
 

@@ -22,6 +22,8 @@ def call(db, agents):
 
 
 def signed_post(client, sign, path, params):
+    """POST as Twilio does: our AccountSid in every webhook, signed for this URL."""
+    params = {"AccountSid": client.application.config["TWILIO_ACCOUNT_SID"], **params}
     return client.post(path, data=params, headers=sign(path, params))
 
 

@@ -1,0 +1,149 @@
+"""Hostile input on the Twilio-facing path: every field checked, never a 500, nothing let in."""
+import logging
+import time
+from datetime import datetime
+
+import pytest
+
+from dialer import calls as call_queries
+from dialer.auth import agent_by_username
+from dialer.params import MAX_CALL_SECONDS
+
+from .test_twiml import TWIML_PATHS, signed_post
+
+LEG = "CA" + "a" * 32
+HUGE = str(10**20)
+
+
+@pytest.fixture
+def call(auth, db):
+    auth.create("alice")
+    return call_queries.create_call(db, agent_by_username(db, "alice")["id"], "+442079460000")
+
+
+def assert_valid(row):
+    """What any call row must look like, whatever was sent."""
+    assert row["status"] in call_queries.STATUS_LABELS
+    assert row["duration"] is None or 0 <= row["duration"] <= MAX_CALL_SECONDS
+    for column in ("answered_at", "ended_at"):
+        if row[column]:
+            assert 2008 <= datetime.fromisoformat(row[column]).year <= datetime.now().year + 1
+    for column in ("last_sequence_number", "error_code", "recording_duration"):
+        assert row[column] is None or 0 <= row[column] < 2**31
+    assert row["recording_channels"] in (None, 1, 2)
+
+
+# Each of these was a 500 (OverflowError) or an absurd value before the fields were checked.
+BAD_FIELDS = [
+    ("SequenceNumber", HUGE), ("SequenceNumber", "-1"), ("SequenceNumber", "٣"),
+    ("ErrorCode", HUGE), ("ErrorCode", "12.5"),
+    ("RecordingDuration", HUGE), ("RecordingChannels", HUGE), ("RecordingChannels", "3"),
+    ("CallDuration", HUGE), ("CallDuration", "99999999999"), ("CallDuration", "-5"),
+    ("DialCallDuration", HUGE),
+    ("Timestamp", "Fri, 31 Dec 9999 23:59:59 -2359"), ("Timestamp", "Thu, 01 Jan 1970 00:00:00 +0000"),
+    ("Timestamp", "not a date"), ("Timestamp", "Mon, 99 Nov 2026 99:99:99 +0000"),
+    ("CallStatus", "hacked"), ("DialCallStatus", "sure"), ("RecordingStatus", "completed!"),
+    ("RecordingSid", "RE123"), ("RecordingUrl", "javascript:alert(1)"), ("DialCallSid", "CA1"),
+]
+
+
+@pytest.mark.parametrize("path", TWIML_PATHS)
+@pytest.mark.parametrize("field, value", BAD_FIELDS)
+def test_an_out_of_range_field_is_kept_raw_ignored_for_the_call_and_logged_by_name(
+        client, sign, db, call, path, field, value, caplog):
+    params = {"CallSid": LEG, "CallStatus": "completed", "DialCallStatus": "completed",
+              "RecordingStatus": "completed", "RecordingSid": "RE" + "b" * 32, field: value}
+    with caplog.at_level(logging.WARNING):
+        response = signed_post(client, sign, f"{path}?call={call['id']}", params)
+    assert response.status_code < 500
+    assert response.status_code in (200, 204)
+    row = call_queries.get_call(db, call["id"])
+    assert_valid(row)
+    assert f"ignored {field} " in caplog.text
+    kept = [e for e in call_queries.events_for(db, call["id"]) if e["source"] != "app"]
+    assert kept and kept[-1]["params"][field] == value  # nothing Twilio sent is lost
+
+
+def test_a_negative_call_duration_never_shows_as_a_negative_time(client, sign, db, call):
+    path = f"/twiml/status?call={call['id']}"
+    signed_post(client, sign, path, {"CallSid": LEG, "CallStatus": "in-progress", "SequenceNumber": "2",
+                                     "Timestamp": "Mon, 23 Nov 2026 21:00:00 +0000"})
+    signed_post(client, sign, path, {"CallSid": LEG, "CallStatus": "completed", "SequenceNumber": "3",
+                                     "CallDuration": "-5", "Timestamp": "Mon, 23 Nov 2026 21:00:42 +0000"})
+    row = call_queries.get_call(db, call["id"])
+    assert row["status"] == "completed"
+    assert row["duration"] == 42  # from the answer and end times, since the sent one was refused
+    page = client.application.jinja_env.filters["duration"](row["duration"])
+    assert page == "0:42"
+
+
+@pytest.mark.parametrize("status", ["busy", "no-answer", "failed", "canceled"])
+def test_a_call_never_answered_has_no_duration_whatever_is_sent(client, sign, db, call, status):
+    signed_post(client, sign, f"/twiml/status?call={call['id']}",
+                {"CallSid": LEG, "CallStatus": status, "SequenceNumber": "2", "CallDuration": "86000"})
+    row = call_queries.get_call(db, call["id"])
+    assert (row["status"], row["duration"], row["answered_at"]) == (status, 0, None)
+
+
+@pytest.mark.parametrize("path", TWIML_PATHS)
+@pytest.mark.parametrize("account", ["AC" + "0" * 32, "", "ACnotasid"])
+def test_a_correctly_signed_webhook_for_another_account_is_refused(app, client, sign, db, call, path, account, caplog):
+    before = db["call_events"].count
+    params = {"CallSid": LEG, "CallStatus": "completed", "AccountSid": account}
+    url = f"{path}?call={call['id']}"
+    response = client.post(url, data=params, headers=sign(url, params))
+    assert response.status_code == 403
+    assert "another Twilio account" in response.get_data(as_text=True)
+    assert db["call_events"].count == before
+    assert "not ours" in caplog.text
+
+
+@pytest.mark.parametrize("path", TWIML_PATHS)
+@pytest.mark.parametrize("call_sid", [None, "", "CA123", "XX" + "a" * 32, "CA" + "g" * 32])
+def test_a_webhook_without_a_valid_callsid_gets_400_naming_it(client, sign, db, call, path, call_sid):
+    params = {"CallStatus": "completed"}
+    if call_sid is not None:
+        params["CallSid"] = call_sid
+    before = db["call_events"].count
+    response = signed_post(client, sign, f"{path}?call={call['id']}", params)
+    assert response.status_code == 400
+    assert "CallSid" in response.get_data(as_text=True)
+    assert db["call_events"].count == before
+
+
+@pytest.mark.parametrize("query", ["?call=" + "9" * 30, "?call=-1", "?call=1e9", "?call=%00", "?call=١"])
+@pytest.mark.parametrize("path", TWIML_PATHS)
+def test_a_call_id_that_is_no_call_is_unknown_not_a_crash(client, sign, call, path, query):
+    response = signed_post(client, sign, path + query, {"CallSid": "CA" + "f" * 32, "CallStatus": "completed"})
+    assert response.status_code in (200, 404)
+
+
+def test_a_body_larger_than_any_webhook_gets_413(client, sign, call):
+    params = {"CallSid": LEG, "CallStatus": "ringing", "Junk": "x" * 100_000}
+    response = signed_post(client, sign, f"/twiml/status?call={call['id']}", params)
+    assert response.status_code == 413
+
+
+def test_an_overlong_field_is_not_used(client, sign, db, call, caplog):
+    response = signed_post(client, sign, f"/twiml/status?call={call['id']}",
+                           {"CallSid": LEG, "CallStatus": "ringing", "To": "+44" + "1" * 5000})
+    assert response.status_code == 204
+    assert "ignored To is longer than" in caplog.text
+    assert call_queries.get_call(db, call["id"])["status"] == "ringing"
+
+
+def test_a_repeated_callback_is_answered_without_the_write_lock(client, sign, db, call):
+    params = {"CallSid": LEG, "CallStatus": "ringing", "SequenceNumber": "1"}
+    signed_post(client, sign, f"/twiml/status?call={call['id']}", params)
+    version = db.execute("PRAGMA data_version").fetchone()[0]
+    db.conn.execute("BEGIN IMMEDIATE")  # another process is writing (say, a long import)
+    try:
+        db.conn.execute("PRAGMA busy_timeout=0")
+        started = time.monotonic()
+        response = signed_post(client, sign, f"/twiml/status?call={call['id']}", params)
+        waited = time.monotonic() - started
+    finally:
+        db.conn.rollback()
+    assert response.status_code == 204
+    assert waited < 5  # not the 10 s busy timeout: the repeat never asked for the lock
+    assert db.execute("PRAGMA data_version").fetchone()[0] == version
