@@ -8,6 +8,8 @@ worker_class = "gthread"
 workers = int(os.environ.get("DIALER_WORKERS", "1"))
 threads = int(os.environ.get("DIALER_THREADS", "32"))
 accesslog = "-"
+# The Server header: gunicorn 27 sends `Server: gunicorn` (gunicorn.SERVER), without its version, so
+# there is nothing to hide here; the app sets none of its own (gunicorn would send both).
 
 
 def on_starting(server):

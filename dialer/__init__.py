@@ -15,11 +15,12 @@ def create_app(test_config=None, instance_path=None):
     from . import config
     config.load(app, test_config)
 
-    from . import auth, db, filters
+    from . import auth, db, filters, security
     db.init_app(app)
     auth.init_app(app)
     csrf.init_app(app)
     filters.init_app(app)
+    security.init_app(app)
 
     from . import dialing, history, twiml
     app.register_blueprint(auth.bp)

@@ -3,7 +3,7 @@ import json
 from datetime import datetime, timedelta
 
 from . import params
-from .db import utcnow, writing
+from .db import batched, one, utcnow, writing
 
 TERMINAL = ("completed", "busy", "failed", "no-answer", "canceled")
 PROGRESS = {"queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3}
@@ -39,15 +39,7 @@ def is_terminal(status):
     return status in TERMINAL
 
 
-# --- queries -------------------------------------------------------------------------------
-# The webhook path uses plain SQL: sqlite-utils' table helpers read the schema on every call.
-
-def _one(db, sql, args):
-    """The first row of a query as a dict, or None."""
-    cursor = db.execute(sql, args)
-    row = cursor.fetchone()
-    return dict(zip([c[0] for c in cursor.description], row)) if row else None
-
+# --- queries (plain SQL on the webhook path: see db.one) ---------------------------------
 
 def create_call(db, agent_id, customer_number, direction="outbound"):
     """A new call row, `queued`, before Twilio has been asked anything."""
@@ -61,17 +53,17 @@ def create_call(db, agent_id, customer_number, direction="outbound"):
 
 
 def get_call(db, call_id):
-    return _one(db, "SELECT * FROM calls WHERE id = ?", [call_id])
+    return one(db, "SELECT * FROM calls WHERE id = ?", [call_id])
 
 
 def call_by_sid(db, call_sid):
     """The call whose customer leg has this CallSid, or None."""
-    return _one(db, "SELECT * FROM calls WHERE customer_call_sid = ? LIMIT 1", [call_sid])
+    return one(db, "SELECT * FROM calls WHERE customer_call_sid = ? LIMIT 1", [call_sid])
 
 
 def call_with_identity(db, call_id):
     """The call and, as `agent_identity`, the client identity of its agent (one query for the TwiML)."""
-    return _one(db, "SELECT calls.*, agents.identity AS agent_identity FROM calls "
+    return one(db, "SELECT calls.*, agents.identity AS agent_identity FROM calls "
                     "LEFT JOIN agents ON agents.id = calls.agent_id WHERE calls.id = ?", [call_id])
 
 
@@ -148,18 +140,23 @@ def apply_event(db, call_id, source, callback):
     event = (call_id, source, leg_sid, status, sequence)
     if _already_kept(db, *event):
         return get_call(db, call_id), False
-    with writing(db):
-        # Inside the write transaction: two copies of one callback cannot both pass.
-        if not record_event(db, call_id, source, callback.raw, status=status, call_sid=leg_sid,
-                            sequence_number=sequence):
-            return get_call(db, call_id), False
-        call = get_call(db, call_id)
-        if call is None:
-            raise UnknownCall(call_id)
-        changes = _changes(call, source, values, status, sequence, leg_sid)
-        if changes:
-            db.execute(f"UPDATE calls SET {', '.join(f'{column} = ?' for column in changes)} WHERE id = ?",
-                       [*changes.values(), call_id])
+    return batched(db, _apply, event, callback)
+
+
+def _apply(db, event, callback):
+    """Inside the shared write transaction: keep the event and change the call by the rules."""
+    call_id, source, leg_sid, status, sequence = event
+    # Under the write lock: two copies of one callback cannot both pass.
+    if not record_event(db, call_id, source, callback.raw, status=status, call_sid=leg_sid,
+                        sequence_number=sequence):
+        return get_call(db, call_id), False
+    call = get_call(db, call_id)
+    if call is None:
+        raise UnknownCall(call_id)
+    changes = _changes(call, source, callback.values, status, sequence, leg_sid)
+    if changes:
+        db.execute(f"UPDATE calls SET {', '.join(f'{column} = ?' for column in changes)} WHERE id = ?",
+                   [*changes.values(), call_id])
     return {**call, **changes}, bool(changes)
 
 

@@ -30,6 +30,10 @@ class Config:
 
     DEFAULT_REGION = "GB"
     ALLOWED_COUNTRIES = ["GB", "IE", "US", "CA"]
+    # Toll-fraud guards: calls an agent may place in any 60 s, and number types never dialled
+    # (phonenumbers' PhoneNumberType names).
+    CALLS_PER_MINUTE = 10
+    BLOCKED_NUMBER_TYPES = ["PERSONAL_NUMBER", "PAGER", "PREMIUM_RATE", "SHARED_COST", "UAN"]
 
     HOLD_MESSAGE = "Please hold while we connect you to an agent."
     FALLBACK_MESSAGE = "Sorry, no agents are available. Please try again later."
@@ -49,11 +53,25 @@ class Config:
 
     WTF_CSRF_TIME_LIMIT = None  # a token lasts as long as the session: agents keep the page open all shift
 
+    # Sign-in. Sessions end server-side after this long without a request, or this long after
+    # sign-in whatever happens (a shift). Failed sign-ins are counted over a window, per username
+    # and per client address; past a limit that username or address is refused (0: no limit).
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = None  # None: on whenever PUBLIC_BASE_URL is https
+    SESSION_IDLE_TIMEOUT = 2 * 3600
+    SESSION_ABSOLUTE_TIMEOUT = 12 * 3600
+    LOGIN_FAILURE_WINDOW = 15 * 60
+    LOGIN_MAX_FAILURES_PER_USERNAME = 5
+    LOGIN_MAX_FAILURES_PER_ADDRESS = 20
+    PASSWORD_MIN_LENGTH = 8
+    PASSWORD_MIN_SCORE = 3  # zxcvbn's 0-4 guessability score; 2 and up refuse every common password
+
 
 DIAL_RECORD_MODES = {
     "do-not-record", "record-from-answer", "record-from-ringing",
     "record-from-answer-dual", "record-from-ringing-dual",
 }
+NUMBER_TYPES = sorted(name for name in vars(phonenumbers.PhoneNumberType) if name.isupper())
 SID_PATTERNS = {
     "TWILIO_ACCOUNT_SID": r"AC[0-9a-fA-F]{32}",
     "TWILIO_API_KEY_SID": r"SK[0-9a-fA-F]{32}",
@@ -77,6 +95,8 @@ def load(app, test_config=None):
     if not cfg["SECRET_KEY"]:
         cfg["SECRET_KEY"] = _instance_secret(app.instance_path, "secret_key")
     validate(cfg)
+    if cfg["SESSION_COOKIE_SECURE"] is None:
+        cfg["SESSION_COOKIE_SECURE"] = cfg["PUBLIC_BASE_URL"].startswith("https://")
 
 
 def _instance_secret(instance_path, name):
@@ -139,6 +159,17 @@ def validate(cfg):
     if not isinstance(allowed, (list, tuple)) or not allowed or any(c not in regions for c in allowed):
         fail("ALLOWED_COUNTRIES", f"must be a list of two-letter country codes such as [\"GB\", \"US\"], not {cfg['ALLOWED_COUNTRIES']!r}")
     cfg["ALLOWED_COUNTRIES"] = list(allowed)
+    blocked = cfg["BLOCKED_NUMBER_TYPES"]
+    if isinstance(blocked, str):
+        blocked = [t for t in blocked.split(",") if t.strip()]
+    if isinstance(blocked, (list, tuple)) and all(isinstance(t, str) for t in blocked):
+        blocked = [t.strip().upper() for t in blocked]
+    if not isinstance(blocked, list) or any(t not in NUMBER_TYPES for t in blocked):
+        fail("BLOCKED_NUMBER_TYPES", f"must be a list of phone number types from {', '.join(NUMBER_TYPES)}, not {cfg['BLOCKED_NUMBER_TYPES']!r}")
+    cfg["BLOCKED_NUMBER_TYPES"] = list(blocked)
+    calls = cfg["CALLS_PER_MINUTE"]
+    if not isinstance(calls, int) or isinstance(calls, bool) or not 1 <= calls <= 1000:
+        fail("CALLS_PER_MINUTE", f"must be a whole number of calls from 1 to 1000, not {calls!r}")
     if cfg["DIAL_RECORD"] not in DIAL_RECORD_MODES:
         fail("DIAL_RECORD", f"must be one of {', '.join(sorted(DIAL_RECORD_MODES))}")
     for name, low, high in (("DIAL_TIMEOUT", 5, 600), ("VOICE_TOKEN_TTL", 10, 86400), ("TWILIO_TIMEOUT", 1, 120)):
@@ -153,3 +184,14 @@ def validate(cfg):
     for name in ("HOLD_MESSAGE", "FALLBACK_MESSAGE", "SAY_VOICE", "SAY_LANGUAGE"):
         if not isinstance(cfg[name], str) or not cfg[name].strip():
             fail(name, "must be a non-empty text")
+    for name, low, high, unit in (
+            ("SESSION_IDLE_TIMEOUT", 60, 7 * 86400, "seconds"), ("SESSION_ABSOLUTE_TIMEOUT", 60, 30 * 86400, "seconds"),
+            ("LOGIN_FAILURE_WINDOW", 60, 86400, "seconds"), ("LOGIN_MAX_FAILURES_PER_USERNAME", 0, 1000, "failures"),
+            ("LOGIN_MAX_FAILURES_PER_ADDRESS", 0, 100000, "failures"), ("PASSWORD_MIN_LENGTH", 8, 128, "characters"),
+            ("PASSWORD_MIN_SCORE", 2, 4, "(zxcvbn's score)")):
+        if not isinstance(cfg[name], int) or isinstance(cfg[name], bool) or not low <= cfg[name] <= high:
+            fail(name, f"must be a whole number from {low} to {high} {unit}, not {cfg[name]!r}")
+    if cfg["SESSION_COOKIE_SECURE"] is not None and not isinstance(cfg["SESSION_COOKIE_SECURE"], bool):
+        fail("SESSION_COOKIE_SECURE", f"must be true or false, not {cfg['SESSION_COOKIE_SECURE']!r}")
+    if cfg["SESSION_COOKIE_SAMESITE"] not in ("Lax", "Strict"):
+        fail("SESSION_COOKIE_SAMESITE", f"must be 'Lax' or 'Strict', not {cfg['SESSION_COOKIE_SAMESITE']!r}")

@@ -1,14 +1,18 @@
 """The dialer page, placing a call, the live call panel, hang-up and the voice token."""
+import math
+from datetime import datetime, timedelta, timezone
+
 from flask import Blueprint, abort, current_app, jsonify, redirect, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import StringField
 
-from . import calls, numbers, telephony
-from .db import get_db
+from . import audit, calls, numbers, telephony
+from .db import get_db, writing
 from .pages import render, wants_fragment
 
 bp = Blueprint("dialing", __name__)
+RATE_WINDOW = timedelta(seconds=60)  # CALLS_PER_MINUTE counts the calls placed in this window
 
 
 class CallForm(FlaskForm):
@@ -34,28 +38,67 @@ def index():
 @bp.route("/calls", methods=["POST"])
 @login_required
 def place():
-    """Validate the number, write the call, and ask Twilio to ring the customer."""
+    """Validate the number, write the call (within the agent's rate limit), and ask Twilio to ring the customer."""
     form = CallForm()  # CSRF was checked before the view, by CSRFProtect
     cfg = current_app.config
     try:
-        to = numbers.normalise(form.to.data, cfg["DEFAULT_REGION"], cfg["ALLOWED_COUNTRIES"])
+        customer = numbers.normalise(form.to.data, cfg["DEFAULT_REGION"], cfg["ALLOWED_COUNTRIES"],
+                                     cfg["BLOCKED_NUMBER_TYPES"])
     except numbers.InvalidNumber as error:
         form.to.errors = [str(error)]
         return _page(form, status=422)
     db = get_db()
-    call = calls.create_call(db, current_user.id, to)
+    limit = cfg["CALLS_PER_MINUTE"]
+    # Count and insert in one write transaction: of a burst of posts (double clicks, a script),
+    # each counts the calls the ones before it wrote, so exactly `limit` get through.
+    with writing(db):
+        wait = seconds_until_next_call(db, current_user.id, limit)
+        if not wait:
+            call = calls.create_call(db, current_user.id, customer.number)
+            if customer.extension:
+                keep_extension(db, call["id"], customer.extension)
+    if wait:
+        current_app.logger.warning("agent %s hit the limit of %d calls a minute", current_user.username, limit)
+        form.to.errors = [f"You have placed {limit} call{'s' if limit != 1 else ''} in the last minute, the most "
+                          f"the dialer allows. Wait {wait} second{'s' if wait != 1 else ''} before the next call."]
+        response = _page(form, status=429)
+        response.headers["Retry-After"] = str(wait)
+        return response
+    digits = numbers.send_digits(customer.extension)
     try:
-        sid = telephony.place_call(call["id"], to)
+        sid = telephony.place_call(call["id"], customer.number, digits)
     except telephony.TelephonyError as error:
-        current_app.logger.warning("call %s to %s refused: %s %s", call["id"], to, error.code, error.message)
+        current_app.logger.warning("call %s to %s refused: %s %s", call["id"], customer.number, error.code, error.message)
         call, _ = calls.apply_event(db, call["id"], "app", {
             "status": "failed", "error_code": error.code, "error_message": error.sentence,
             "twilio_message": error.message})
     else:
-        call, _ = calls.apply_event(db, call["id"], "app", {"status": "queued", "CallSid": sid, "action": "placed"})
+        placed = {"status": "queued", "CallSid": sid, "action": "placed"}
+        if digits:
+            placed["SendDigits"] = digits
+        call, _ = calls.apply_event(db, call["id"], "app", placed)
     if not wants_fragment():
         return redirect(url_for("dialing.index", call=call["id"]), 303)
     return _page(call=call)
+
+
+def seconds_until_next_call(db, agent_id, limit):
+    """0 if the agent may place a call now; else the seconds until the oldest of their last `limit` calls is a minute old."""
+    now = datetime.now(timezone.utc)
+    since = (now - RATE_WINDOW).isoformat(timespec="seconds")
+    # The limit-th newest call of the last minute, if there is one (index calls(agent_id, created_at)).
+    row = db.execute(
+        "SELECT created_at FROM calls WHERE agent_id = ? AND direction != 'inbound' AND created_at > ? "
+        "ORDER BY created_at DESC LIMIT 1 OFFSET ?", [agent_id, since, limit - 1]).fetchone()
+    if row is None:
+        return 0
+    frees_at = datetime.fromisoformat(row[0]) + RATE_WINDOW
+    return max(1, math.ceil((frees_at - now).total_seconds()))
+
+
+def keep_extension(db, call_id, extension):
+    """Keep the extension with the call: it is keyed in after the answer, and shown beside the number."""
+    db.execute("UPDATE calls SET customer_extension = ? WHERE id = ?", [extension, call_id])
 
 
 @bp.route("/calls/<int:call_id>/hangup", methods=["POST"])
@@ -79,6 +122,8 @@ def hangup(call_id):
         else:
             calls.record_event(db, call_id, "app", {"action": "hangup", "by": current_user.username},
                                status="hangup-requested")
+            if call["agent_id"] != current_user.id:  # a supervisor ended another agent's call
+                audit.record_call_ended_for_agent(db, call, current_user, request.remote_addr)
     call = calls.get_call(db, call_id)
     if not wants_fragment():
         return redirect(url_for("dialing.index", call=call_id), 303)

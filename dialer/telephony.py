@@ -18,6 +18,7 @@ REST_ERRORS = {
     20404: "Twilio no longer knows this call.",
     21201: "The call had no number to ring.",
     21205: "The dialer's callback address was refused by Twilio. Ask your administrator to check PUBLIC_BASE_URL.",
+    21206: "Twilio refused the extension's digits, so the call was not placed. Check the extension.",
     21210: "The caller ID is not a number this Twilio account may call from. Ask your administrator.",
     21212: "The caller ID is not a valid phone number. Ask your administrator.",
     21211: "Twilio says that number is not valid. Check the digits and try again.",
@@ -82,15 +83,16 @@ def _error(exc):
     return TelephonyError(None, f"{type(exc).__name__}: {exc}", UNREACHABLE_SENTENCE)
 
 
-def place_call(call_id, to):
-    """Ask Twilio to ring the customer; returns the CallSid or raises TelephonyError."""
+def place_call(call_id, to, send_digits=None):
+    """Ask Twilio to ring the customer (and key in `send_digits` once answered); returns the CallSid or raises TelephonyError."""
     cfg = current_app.config
+    extra = {"send_digits": send_digits} if send_digits else {}
     try:
         call = get_client().calls.create(
             to=to, from_=cfg["TWILIO_CALLER_ID"],
             url=public_url("twiml.customer_to_agent", call=call_id),
             status_callback=public_url("twiml.status", call=call_id),
-            status_callback_event=STATUS_EVENTS, status_callback_method="POST",
+            status_callback_event=STATUS_EVENTS, status_callback_method="POST", **extra,
         )
     except (TwilioException, requests.RequestException) as exc:
         raise _error(exc) from exc

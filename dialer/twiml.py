@@ -2,6 +2,10 @@
 
 Signed with X-Twilio-Signature, never behind a login.
 """
+import hmac
+import secrets
+from xml.sax.saxutils import escape
+
 from flask import Blueprint, Response, abort, current_app, request
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
@@ -26,7 +30,7 @@ def check_signature():
     url = cfg["PUBLIC_BASE_URL"] + request.full_path.rstrip("?")
     signature = request.headers.get("X-Twilio-Signature", "")
     form = request.form if request.method == "POST" else {}
-    if not signature or not _validator(cfg).validate(url, form, signature):
+    if not signature or not _signed(cfg, url, form, signature):
         current_app.logger.warning("403: %s request to %s without a valid Twilio signature (from %s)",
                                    "unsigned" if not signature else "wrongly signed", url, request.remote_addr)
         abort(403, "This URL only answers requests signed by Twilio.")
@@ -35,13 +39,15 @@ def check_signature():
         abort(403, "This webhook is for another Twilio account (AccountSid).")
 
 
-def _validator(cfg):
-    """twilio's RequestValidator for the auth token, built once per token."""
+def _signed(cfg, url, form, signature):
+    """twilio's RequestValidator: one HMAC for the URL as Twilio reaches us; only a request that
+    fails it pays for `validate`'s other spellings of the URL (with and without the port)."""
     validators = current_app.extensions.setdefault("twilio_validators", {})
     token = cfg["TWILIO_AUTH_TOKEN"]
-    if token not in validators:
-        validators[token] = RequestValidator(token)
-    return validators[token]
+    validator = validators.get(token) or validators.setdefault(token, RequestValidator(token))
+    if hmac.compare_digest(validator.compute_signature(url, form), signature):
+        return True
+    return validator.validate(url, form, signature)
 
 
 def twiml(response):
@@ -97,19 +103,35 @@ def customer_to_agent():
     if call is None or not call["agent_identity"]:
         return _apology()
     calls.apply_event(db, call["id"], "twiml", callback)
-    cfg = current_app.config
-    response = VoiceResponse()
-    _say(response, cfg["HOLD_MESSAGE"])
-    dial = response.dial(
-        timeout=cfg["DIAL_TIMEOUT"], record=cfg["DIAL_RECORD"], answer_on_bridge=cfg["ANSWER_ON_BRIDGE"],
-        action=public_url("twiml.dial_result", call=call["id"]),
-        recording_status_callback=public_url("twiml.recording", call=call["id"]),
-    )
-    client = dial.client()
-    client.identity(call["agent_identity"])
-    client.parameter(name="call_id", value=str(call["id"]))
-    client.parameter(name="customer", value=call["customer_number"])
-    return twiml(response)
+    return Response(_customer_to_agent_twiml(call), mimetype="text/xml")
+
+
+# Stand-ins for the per-call values in the TwiML built once from the settings: random letters and
+# digits, which no URL encoding changes and no setting text (a hold message) will contain.
+_CALL, _IDENTITY, _CUSTOMER = (f"{name}{secrets.token_hex(8)}" for name in ("call", "identity", "customer"))
+
+
+def _customer_to_agent_twiml(call):
+    """The TwiML of one call: VoiceResponse builds it once per app; each call fills in its values."""
+    template = current_app.extensions.get("customer_to_agent_twiml")
+    if template is None:
+        cfg = current_app.config
+        response = VoiceResponse()
+        _say(response, cfg["HOLD_MESSAGE"])
+        dial = response.dial(
+            timeout=cfg["DIAL_TIMEOUT"], record=cfg["DIAL_RECORD"], answer_on_bridge=cfg["ANSWER_ON_BRIDGE"],
+            action=public_url("twiml.dial_result", call=_CALL),
+            recording_status_callback=public_url("twiml.recording", call=_CALL),
+        )
+        client = dial.client()
+        client.identity(_IDENTITY)
+        client.parameter(name="call_id", value=_CALL)
+        client.parameter(name="customer", value=_CUSTOMER)
+        template = str(response)
+        current_app.extensions["customer_to_agent_twiml"] = template
+    return (template.replace(_CALL, str(call["id"]))
+            .replace(_IDENTITY, escape(call["agent_identity"]))
+            .replace(_CUSTOMER, escape(call["customer_number"], {'"': "&quot;"})))
 
 
 @bp.route("/dial-result", methods=["POST"])

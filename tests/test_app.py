@@ -162,7 +162,10 @@ def test_schema_is_created_once_and_kept(app, tmp_path):
     db = connect(again.config["DATABASE"])
     assert {"agents", "calls", "call_events"} <= set(db.table_names())
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert [m.name for m in __import__("dialer.db", fromlist=["migrations"]).migrations.applied(db)] == ["m001_initial"]
+    migrations = __import__("dialer.db", fromlist=["migrations"]).migrations
+    applied = [m.name for m in migrations.applied(db)]
+    assert applied[:2] == ["m001_initial", "m002_sign_in_security"] and len(applied) == len(set(applied))
+    assert migrations.pending(db) == []
 
 
 @pytest.mark.parametrize("setting, value", [

@@ -3,6 +3,7 @@ import socket
 import threading
 
 import pytest
+import requests
 
 from dialer import calls as call_queries
 
@@ -182,3 +183,55 @@ def test_agent_hangs_up_a_live_call(app, client, auth, db, live_server):
     assert final["status"] in ("canceled", "completed")
     again = client.post(f"/calls/{call['id']}/hangup", headers={"HX-Request": "true", "X-CSRFToken": auth.csrf()})
     assert "already ended" in again.get_data(as_text=True)
+
+
+# --- extensions: keyed in after the answer (SendDigits), never dropped ------------------------
+
+@pytest.mark.parametrize("typed, extension, digits", [
+    ("020 7946 0000;ext=99", "99", "ww99"),
+    ("020 7946 0000 ext. 5", "5", "ww5"),
+    ("020 7946 0000 x123", "123", "ww123"),
+    ("020 7946 0000", None, None),
+])
+def test_an_extension_is_keyed_in_after_the_answer_and_shown_with_the_number(
+        app, client, auth, db, live_server, typed, extension, digits):
+    auth.create("alice")
+    auth.login("alice")
+    response = place(client, auth, typed)
+    call = only_call(db)
+    assert (call["customer_number"], call["customer_extension"]) == ("+442079460000", extension)
+    leg = app.extensions["sandbox"].calls[call["customer_call_sid"]]
+    assert (leg.to, leg.send_digits) == ("+442079460000", digits)
+    if digits:
+        wait_for(lambda: leg.sent_digits == digits)  # the customer answered and heard the keys
+        placed = [e for e in call_queries.events_for(db, call["id"]) if e["params"].get("action") == "placed"]
+        assert placed[0]["params"]["SendDigits"] == digits
+    shown = "+44 20 7946 0000" + (f" ext. {extension}" if extension else "")
+    for html in (response.get_data(as_text=True), client.get("/history").get_data(as_text=True),
+                 client.get(f"/calls/{call['id']}").get_data(as_text=True)):
+        assert f"<dd>{shown}</dd>" in html or f"<td>{shown}</td>" in html
+
+
+def create_with_digits(app, digits):
+    cfg = app.config
+    return requests.post(
+        f"{cfg['TWILIO_API_BASE_URL']}/2010-04-01/Accounts/{cfg['TWILIO_ACCOUNT_SID']}/Calls.json",
+        auth=(cfg["TWILIO_API_KEY_SID"], cfg["TWILIO_API_KEY_SECRET"]),
+        data={"To": "+442079460000", "From": cfg["TWILIO_CALLER_ID"], "Url": "http://x.example/", "SendDigits": digits})
+
+
+@pytest.mark.parametrize("digits", ["ww99", "W1234#", "wwA*9D#", "1" * 32])
+def test_the_sandbox_takes_send_digits_that_twilio_takes(app, live_server, digits):
+    response = create_with_digits(app, digits)
+    assert response.status_code == 201, response.text
+    assert app.extensions["sandbox"].calls[response.json()["sid"]].send_digits == digits
+
+
+@pytest.mark.parametrize("digits", ["ww 99", "ext99", "99x", "wwE", "1" * 33, "ww99;"])
+def test_the_sandbox_refuses_bad_send_digits_with_twilios_21206(app, live_server, digits):
+    response = create_with_digits(app, digits)
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["code"], body["status"]) == (21206, 400)
+    assert body["more_info"] == "https://www.twilio.com/docs/errors/21206" and "SendDigits" in body["message"]
+    assert app.extensions["sandbox"].calls == {}

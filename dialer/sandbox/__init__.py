@@ -62,7 +62,7 @@ def create_demo_agent():
             return
         password = secrets.token_urlsafe(9)
         try:
-            create_agent(db, "demo", password, role="supervisor", display_name="Demo Agent")
+            create_agent(db, "demo", password, role="supervisor", display_name="Demo Agent", generated=True)
         except (ValueError, sqlite3.IntegrityError):  # another worker made it first
             return
     finally:

@@ -24,6 +24,7 @@ MAGIC_TO = {  # Twilio's test-credential numbers (TWILIO.md 1.6)
     "+15005550004": (21216, "Account not allowed to call {to}"),
 }
 EVENTS = ("initiated", "ringing", "answered", "completed")
+SEND_DIGITS = re.compile(r"[0-9A-D#*wW]{1,32}")  # TWILIO.md 1.2; anything else is error 21206
 
 
 class RestError(Exception):
@@ -91,6 +92,8 @@ class Leg:
     status_callback_method: str = "POST"
     status_events: tuple = ("completed",)
     timeout: int = 60
+    send_digits: str | None = None  # SendDigits: keyed in once the call is answered
+    sent_digits: str = ""  # what was keyed in so far
     sequence: int = 0
     # What drives the leg: who ended it, a pending redirect, the device that took it.
     ended_by: str | None = None
@@ -199,6 +202,9 @@ class Carrier:
         events = [e for part in events for e in part.split()]
         if any(e not in EVENTS for e in events):
             raise RestError(21626, "Invalid StatusCallbackEvent value")
+        send_digits = form.get("SendDigits") or None
+        if send_digits is not None and not SEND_DIGITS.fullmatch(send_digits):
+            raise RestError(21206, f"SendDigits '{send_digits}' is invalid: use at most 32 of 0-9, A-D, #, *, w (half a second's pause) and W (a second's pause).")
         if from_ == "+15005550001":
             raise RestError(21212, f"The 'From' number {from_} is not a valid phone number, shortcode, or alphanumeric sender ID.")
         if from_ != self.caller_id and not from_.startswith("client:"):
@@ -222,7 +228,7 @@ class Carrier:
                   method=(form.get("Method") or "POST").upper(), fallback_url=form.get("FallbackUrl"),
                   status_callback=form.get("StatusCallback"),
                   status_callback_method=(form.get("StatusCallbackMethod") or "POST").upper(),
-                  status_events=tuple(events), timeout=timeout)
+                  status_events=tuple(events), timeout=timeout, send_digits=send_digits)
         self.add(leg)
         return leg
 

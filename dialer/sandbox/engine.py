@@ -22,6 +22,7 @@ log = logging.getLogger("dialer.sandbox")
 SIP_CODES = {"completed": "200", "busy": "486", "no-answer": "487", "canceled": "487", "failed": "404"}
 APPLICATION_ERROR = "We are sorry, an application error has occurred. Goodbye."
 WORDS_PER_SECOND = 2.5
+DTMF_SECONDS = 0.1  # one key's tone and the gap after it
 
 
 class Engine(DialVerb):
@@ -162,9 +163,19 @@ class Engine(DialVerb):
         self.status_event(leg, "answered")
         if who.hangup_after:
             self.start(self.customer_hangs_up, leg, who.hangup_after)
+        if leg.send_digits:
+            self.key_in(leg)
         first = ("url", leg.url, leg.method, {}) if leg.url else ("twiml", leg.twiml, None, {})
         self.run_document(leg, first)
         self.finish(leg, "completed")
+
+    def key_in(self, leg):
+        """Play SendDigits to the answered customer, pauses included, before the call's TwiML runs."""
+        for key in leg.send_digits:
+            seconds = {"w": 0.5, "W": 1.0}.get(key, DTMF_SECONDS)
+            if self.carrier.wait(seconds, lambda: leg.ended_by):
+                return
+            leg.sent_digits += key
 
     def customer_hangs_up(self, leg, after):
         self.carrier.wait(after, lambda: not leg.live)

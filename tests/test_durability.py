@@ -1,0 +1,105 @@
+"""Crash safety: the production server killed with SIGKILL while it takes signed callbacks."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import requests
+from twilio.request_validator import RequestValidator
+
+from dialer import create_app
+from dialer.auth import create_agent
+from dialer.db import connect
+
+from .conftest import PASSWORD, free_port, wait_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+SENDERS = 8
+CALLS_PER_SENDER = 400
+STATUSES = ("initiated", "ringing", "in-progress", "completed")
+
+
+def start_server(instance, port):
+    env = {**os.environ, "DIALER_INSTANCE_PATH": str(instance), "DIALER_BIND": f"127.0.0.1:{port}",
+           "DIALER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "DIALER_SANDBOX_CREATE_DEMO_AGENT": "false"}
+    proc = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: _healthy(port), timeout=20, interval=0.1)
+    return proc
+
+
+def _healthy(port):
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def test_a_server_killed_mid_callbacks_restarts_intact_with_every_acknowledged_callback(tmp_path):
+    instance = tmp_path / "instance"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = create_app({"PUBLIC_BASE_URL": base, "SANDBOX_CREATE_DEMO_AGENT": False}, instance_path=str(instance))
+    db = connect(app.config["DATABASE"])
+    with app.app_context():
+        agent = create_agent(db, "alice", PASSWORD)
+    with db.conn:
+        db.conn.executemany(
+            "INSERT INTO calls (agent_id, direction, customer_number, status, created_at) "
+            "VALUES (?, 'outbound', '+442079460000', 'queued', '2026-11-25T10:00:00+00:00')",
+            [(agent["id"],)] * (SENDERS * CALLS_PER_SENDER))
+    db.conn.close()
+    validator = RequestValidator(app.config["TWILIO_AUTH_TOKEN"])
+    account = app.config["TWILIO_ACCOUNT_SID"]
+
+    server = start_server(instance, port)
+    acknowledged, stop = [], threading.Event()
+
+    def sender(first_call):
+        session = requests.Session()
+        for call_id in range(first_call, first_call + CALLS_PER_SENDER):
+            for seq, status in enumerate(STATUSES):
+                if stop.is_set():
+                    return
+                path = f"/twiml/status?call={call_id}"
+                params = {"AccountSid": account, "CallSid": f"CA{call_id:032x}", "CallStatus": status,
+                          "SequenceNumber": str(seq), "CallbackSource": "call-progress-events"}
+                try:
+                    response = session.post(base + path, data=params, timeout=5, headers={
+                        "X-Twilio-Signature": validator.compute_signature(base + path, params)})
+                except requests.RequestException:
+                    return  # the server is gone: this one was never acknowledged
+                if response.status_code == 204:
+                    acknowledged.append((call_id, seq))
+
+    threads = [threading.Thread(target=sender, args=(1 + i * CALLS_PER_SENDER,)) for i in range(SENDERS)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: len(acknowledged) >= 400, timeout=60)
+    os.killpg(server.pid, signal.SIGKILL)  # no shutdown, no flush: the whole process group at once
+    server.wait(timeout=10)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    db = sqlite3.connect(app.config["DATABASE"])
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    stored = set(db.execute("SELECT call_id, sequence_number FROM call_events WHERE source = 'status'"))
+    missing = [event for event in acknowledged if event not in stored]
+    assert len(acknowledged) >= 400 and missing == []
+    db.close()
+
+    server = start_server(instance, port)  # and it comes back, taking callbacks again
+    try:
+        path = "/twiml/status?call=1"
+        params = {"AccountSid": account, "CallSid": f"CA{1:032x}", "CallStatus": "completed", "SequenceNumber": "9"}
+        response = requests.post(base + path, data=params, timeout=5,
+                                 headers={"X-Twilio-Signature": validator.compute_signature(base + path, params)})
+        assert response.status_code == 204
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
