@@ -170,7 +170,14 @@ _batchers = {}
 
 
 def batched(db, function, *args):
-    """Run `function(db, *args)` in the process's shared write transaction; return once committed."""
+    """Run `function(db, *args)` in the process's shared write transaction; return once committed.
+
+    A caller already inside a write transaction runs it there (the writer thread would wait for
+    that transaction's lock while the caller waits for the writer).
+    """
+    if db.conn.in_transaction:
+        with writing(db):
+            return function(db, *args)
     batcher = _batchers.get(db.path)
     if batcher is None:
         with _writer_locks_guard:

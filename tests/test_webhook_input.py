@@ -1,5 +1,6 @@
 """Hostile input on the Twilio-facing path: every field checked, never a 500, nothing let in."""
 import logging
+import threading
 import time
 from datetime import datetime
 
@@ -7,6 +8,7 @@ import pytest
 
 from dialer import calls as call_queries
 from dialer.auth import agent_by_username
+from dialer.db import writing
 from dialer.params import MAX_CALL_SECONDS
 
 from .test_twiml import TWIML_PATHS, signed_post
@@ -147,3 +149,14 @@ def test_a_repeated_callback_is_answered_without_the_write_lock(client, sign, db
     assert response.status_code == 204
     assert waited < 5  # not the 10 s busy timeout: the repeat never asked for the lock
     assert db.execute("PRAGMA data_version").fetchone()[0] == version
+
+
+def test_an_event_applied_inside_a_write_transaction_does_not_wait_for_itself(db, call):
+    def apply_inside_a_transaction():
+        with writing(db):
+            call_queries.apply_event(db, call["id"], "app", {"status": "failed", "error_message": "test"})
+    worker = threading.Thread(target=apply_inside_a_transaction, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "apply_event deadlocked inside writing()"
+    assert call_queries.get_call(db, call["id"])["status"] == "failed"
