@@ -230,3 +230,12 @@ def test_an_expired_registration_gets_a_fresh_token_and_registers_again(app, pag
     wait_for(lambda: carrier.devices and first not in carrier.devices, timeout=20)  # expired, then a new one
     expect(page.locator("#device-state")).to_contain_text("ready")
     assert len(carrier.devices) == 1
+
+
+@pytest.mark.parametrize("path", ["/", "/history", "/login"])
+def test_pages_fit_a_phone_screen_without_sideways_scrolling(page, auth, live_server, path):
+    auth.create("alice")
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, live_server, "alice", PASSWORD)
+    page.goto(live_server + path)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
