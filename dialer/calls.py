@@ -99,13 +99,17 @@ def record_event(db, call_id, source, params, status=None, call_sid=None, sequen
     return cursor.rowcount == 1
 
 
-def _already_kept(db, call_id, source, call_sid, status, sequence_number):
-    """Whether this exact callback is an event already (read only: a repeat takes no write lock)."""
+def _exists_and_kept(db, call_id, source, call_sid, status, sequence_number):
+    """Whether the call exists, and whether this exact callback is an event of it already.
+
+    One read, and no write lock: a repeated callback is answered without waiting for writers.
+    """
     return db.execute(
-        "SELECT 1 FROM call_events WHERE call_id = ? AND source = ? AND coalesce(call_sid, '') = ? "
-        "AND coalesce(status, '') = ? AND coalesce(sequence_number, -1) = ?",
-        [call_id, source, call_sid or "", status or "", -1 if sequence_number is None else sequence_number],
-    ).fetchone() is not None
+        "SELECT EXISTS(SELECT 1 FROM calls WHERE id = ?), EXISTS(SELECT 1 FROM call_events WHERE call_id = ? "
+        "AND source = ? AND coalesce(call_sid, '') = ? AND coalesce(status, '') = ? "
+        "AND coalesce(sequence_number, -1) = ?)",
+        [call_id, call_id, source, call_sid or "", status or "", -1 if sequence_number is None else sequence_number],
+    ).fetchone()
 
 
 # --- the state machine ---------------------------------------------------------------------
@@ -129,7 +133,8 @@ def apply_event(db, call_id, source, callback):
     The rules: every distinct callback is kept as an event (its raw text); a repeat changes
     nothing and writes nothing; a call never moves backwards (by status rank and by
     `SequenceNumber`); a terminal status is final; a field that failed its check is not used.
-    Returns (call, changed).
+    Returns (call, changed), the call with its agent's client identity as `agent_identity`;
+    raises UnknownCall when there is no such call.
     """
     if not isinstance(callback, params.Callback):
         callback = params.trusted(callback)
@@ -138,21 +143,24 @@ def apply_event(db, call_id, source, callback):
     sequence = values.get("SequenceNumber")
     leg_sid = values.get("CallSid")
     event = (call_id, source, leg_sid, status, sequence)
-    if _already_kept(db, *event):
-        return get_call(db, call_id), False
+    exists, kept = _exists_and_kept(db, *event)
+    if not exists:
+        raise UnknownCall(call_id)
+    if kept:
+        return call_with_identity(db, call_id), False
     return batched(db, _apply, event, callback)
 
 
 def _apply(db, event, callback):
     """Inside the shared write transaction: keep the event and change the call by the rules."""
     call_id, source, leg_sid, status, sequence = event
+    call = call_with_identity(db, call_id)
+    if call is None:
+        raise UnknownCall(call_id)
     # Under the write lock: two copies of one callback cannot both pass.
     if not record_event(db, call_id, source, callback.raw, status=status, call_sid=leg_sid,
                         sequence_number=sequence):
-        return get_call(db, call_id), False
-    call = get_call(db, call_id)
-    if call is None:
-        raise UnknownCall(call_id)
+        return call, False
     changes = _changes(call, source, callback.values, status, sequence, leg_sid)
     if changes:
         db.execute(f"UPDATE calls SET {', '.join(f'{column} = ?' for column in changes)} WHERE id = ?",

@@ -110,8 +110,8 @@ class _Batcher:
 
     Each caller waits until its own write is committed, so what it acknowledges is on disk; the
     callers that arrive while a transaction commits share the next one: one BEGIN, one COMMIT
-    and one fsync for the lot, and no thread of the server sleeps on SQLite's write lock. Each
-    write runs in a savepoint, so one that fails is undone alone and its caller gets the error.
+    and one fsync for the lot, and no thread of the server sleeps on SQLite's write lock. When a
+    write fails, the batch is undone and each write retried alone: only its own caller gets the error.
     """
 
     MAX_BATCH = 200
@@ -140,30 +140,35 @@ class _Batcher:
             self._commit(db, batch)
 
     def _commit(self, db, batch):
-        results = []
+        """All of the batch in one transaction; if a write fails, each is retried in its own."""
         try:
-            with _lock_for(self.path):
-                db.conn.execute("BEGIN IMMEDIATE")
-                for function, args, _ in batch:
-                    db.conn.execute("SAVEPOINT one_write")
-                    try:
-                        results.append((function(db, *args), None))
-                    except Exception as error:  # undo this write alone; its caller gets the error
-                        db.conn.execute("ROLLBACK TO one_write")
-                        results.append((None, error))
-                    db.conn.execute("RELEASE one_write")
-                db.conn.execute("COMMIT")
-        except Exception as error:  # the transaction itself failed: nothing in it was kept
-            if db.conn.in_transaction:
-                db.conn.rollback()
-            for *_, done in batch:
-                done.set_exception(error)
+            results = self._transaction(db, batch)
+        except Exception:
+            for item in batch:  # rare: find the one that failed; the others still commit
+                self._commit_alone(db, item)
             return
-        for (result, error), (*_, done) in zip(results, batch):
-            if error is None:
-                done.set_result(result)
-            else:
-                done.set_exception(error)
+        for result, (*_, done) in zip(results, batch):
+            done.set_result(result)
+
+    def _commit_alone(self, db, item):
+        try:
+            [result] = self._transaction(db, [item])
+        except Exception as error:
+            item[2].set_exception(error)
+        else:
+            item[2].set_result(result)
+
+    def _transaction(self, db, batch):
+        with _lock_for(self.path):
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                results = [function(db, *args) for function, args, _ in batch]
+                db.conn.execute("COMMIT")
+            except BaseException:
+                if db.conn.in_transaction:
+                    db.conn.rollback()
+                raise
+        return results
 
 
 _batchers = {}

@@ -67,19 +67,24 @@ def _read_callback():
     return callback
 
 
-def _find_call(db, callback, with_identity=False):
-    """The call named by ?call=, else by the leg's CallSid; None if neither is known."""
-    call_id = request.args.get("call", "")
-    call = None
-    if call_id.isascii() and call_id.isdigit() and len(call_id) <= 18:
-        call = calls.call_with_identity(db, int(call_id)) if with_identity else calls.get_call(db, int(call_id))
-    if call is None and callback.get("CallSid"):
-        call = calls.call_by_sid(db, callback.get("CallSid"))
-        if call is not None and with_identity:
-            call = calls.call_with_identity(db, call["id"])
-    if call is None:
-        current_app.logger.warning("%s callback for unknown call %r: %s", request.path, call_id[:40], callback.raw)
-    return call
+def _apply(source):
+    """Check the webhook and apply it to the call it names: ?call=, else the leg's CallSid.
+
+    Returns the call (with `agent_identity`), or None when it names no call of ours (logged).
+    """
+    db = get_db()
+    callback = _read_callback()
+    requested = request.args.get("call", "")
+    if requested.isascii() and requested.isdigit() and len(requested) <= 18:
+        try:
+            return calls.apply_event(db, int(requested), source, callback)[0]
+        except calls.UnknownCall:
+            pass  # a call id that is not ours: perhaps the CallSid is
+    found = calls.call_by_sid(db, callback.get("CallSid"))
+    if found:
+        return calls.apply_event(db, found["id"], source, callback)[0]
+    current_app.logger.warning("%s callback for unknown call %r: %s", request.path, requested[:40], callback.raw)
+    return None
 
 
 def _say(response, text):
@@ -97,12 +102,9 @@ def _apology():
 @bp.route("/customer-to-agent", methods=["POST"])
 def customer_to_agent():
     """The customer answered: hold message, then ring the browser of the agent who placed the call."""
-    db = get_db()
-    callback = _read_callback()
-    call = _find_call(db, callback, with_identity=True)
+    call = _apply("twiml")
     if call is None or not call["agent_identity"]:
         return _apology()
-    calls.apply_event(db, call["id"], "twiml", callback)
     return Response(_customer_to_agent_twiml(call), mimetype="text/xml")
 
 
@@ -137,26 +139,18 @@ def _customer_to_agent_twiml(call):
 @bp.route("/dial-result", methods=["POST"])
 def dial_result():
     """The agent's leg ended: apologise only if no agent ever took the call."""
-    db = get_db()
-    callback = _read_callback()
-    call = _find_call(db, callback)
-    if call is None:
+    if _apply("dial-result") is None:
         return _apology()
-    calls.apply_event(db, call["id"], "dial-result", callback)
     response = VoiceResponse()
-    if callback.get("DialCallStatus") in calls.FALLBACK_DIAL_RESULTS:
+    if request.form.get("DialCallStatus") in calls.FALLBACK_DIAL_RESULTS:
         _say(response, current_app.config["FALLBACK_MESSAGE"])
     response.hangup()
     return twiml(response)
 
 
 def _callback(source):
-    db = get_db()
-    callback = _read_callback()
-    call = _find_call(db, callback)
-    if call is None:
+    if _apply(source) is None:
         return Response("Unknown call: this callback names no call the dialer placed.\n", 404, mimetype="text/plain")
-    calls.apply_event(db, call["id"], source, callback)
     return Response(status=204)
 
 
