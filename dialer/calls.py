@@ -206,8 +206,24 @@ def _changes(call, source, values, status, sequence, leg_sid):
     return changes
 
 
+CLOCK_SKEW = timedelta(minutes=5)  # how far Twilio's clock and ours may disagree
+
+
 def _seconds_between(start, end):
     return max(0, int((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()))
+
+
+def _event_time(call, values):
+    """When the event happened: Twilio's Timestamp if it falls within the call's life, else now.
+
+    A call cannot be answered before it was placed, nor end before it was answered or after now.
+    """
+    now = datetime.fromisoformat(utcnow())
+    earliest = datetime.fromisoformat(call["answered_at"] or call["created_at"])
+    sent = values.get("Timestamp")
+    if sent and earliest - CLOCK_SKEW <= datetime.fromisoformat(sent) <= now + CLOCK_SKEW:
+        return max(sent, call["answered_at"] or sent)
+    return max(now.isoformat(timespec="seconds"), call["answered_at"] or "")
 
 
 def _status_changes(call, status, values):
@@ -215,19 +231,22 @@ def _status_changes(call, status, values):
     if rank(status) <= rank(call["status"]):
         return {}
     changes = {"status": status}
-    when = values.get("Timestamp") or utcnow()
+    when = _event_time(call, values)
     if status == "in-progress" and not call["answered_at"]:
         changes["answered_at"] = when
     if is_terminal(status):
         changes["ended_at"] = when
-        duration = values.get("CallDuration")
         answered = call["answered_at"]
-        if duration is None:
+        # No longer than the call has existed (Twilio's own count may run a little ahead of ours).
+        longest = _seconds_between(call["created_at"], when) + int(CLOCK_SKEW.total_seconds())
+        duration = values.get("CallDuration")
+        if duration is None or duration > longest:
             duration = _seconds_between(answered, when) if answered else 0
         if not answered and status != "completed":
             duration = 0  # busy, no answer, failed, canceled: never connected, whatever was sent
         if duration and not answered:
-            changes["answered_at"] = (datetime.fromisoformat(when) - timedelta(seconds=duration)).isoformat(timespec="seconds")
+            answered_at = datetime.fromisoformat(when) - timedelta(seconds=duration)
+            changes["answered_at"] = max(answered_at.isoformat(timespec="seconds"), call["created_at"])
         changes["duration"] = duration
     return changes
 

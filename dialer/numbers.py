@@ -101,7 +101,7 @@ def normalise(raw, default_region, allowed_countries, blocked_types=FRAUD_TYPES)
         raise InvalidNumber("That isn't a phone number.") from None
     if not phonenumbers.is_valid_number(number):
         region = phonenumbers.region_code_for_country_code(number.country_code)
-        where = country_name(region) if region and region != "ZZ" else "any country"
+        where = country_name(region) if region and region not in ("ZZ", "001") else "any country"
         raise InvalidNumber(f"That isn't a valid number for {where}. Check the digits.")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     type_name = TYPE_NAMES.get(phonenumbers.number_type(number), "UNKNOWN")

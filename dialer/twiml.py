@@ -103,8 +103,9 @@ def _apology():
 def customer_to_agent():
     """The customer answered: hold message, then ring the browser of the agent who placed the call."""
     call = _apply("twiml")
-    if call is None or not call["agent_identity"]:
-        return _apology()
+    if (call is None or not call["agent_identity"] or calls.is_terminal(call["status"])
+            or call["customer_call_sid"] != request.form.get("CallSid")):
+        return _apology()  # no such call, an ended one, or another leg's CallSid: ring nobody
     return Response(_customer_to_agent_twiml(call), mimetype="text/xml")
 
 

@@ -63,6 +63,7 @@ def test_plain_form_post_redirects_to_the_dialer_showing_the_call(client, auth, 
     ("+1 900 555 1234", "does not call premium-rate numbers"),
     ("+33 6 12 34 56 78", "Calls to France aren't allowed"),
     ("020 7946", "isn't a valid number"),
+    ("+882 1234 5678", "isn't a valid number for any country"),  # international networks, region 001
 ])
 def test_bad_numbers_are_refused_inline_and_nothing_is_placed(app, client, auth, db, to, message):
     auth.create("alice")

@@ -2,7 +2,7 @@
 import logging
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -11,7 +11,7 @@ from dialer.auth import agent_by_username
 from dialer.db import writing
 from dialer.params import MAX_CALL_SECONDS
 
-from .test_twiml import TWIML_PATHS, signed_post
+from .test_twiml import TWIML_PATHS, at, signed_post
 
 LEG = "CA" + "a" * 32
 HUGE = str(10**20)
@@ -69,9 +69,9 @@ def test_an_out_of_range_field_is_kept_raw_ignored_for_the_call_and_logged_by_na
 def test_a_negative_call_duration_never_shows_as_a_negative_time(client, sign, db, call):
     path = f"/twiml/status?call={call['id']}"
     signed_post(client, sign, path, {"CallSid": LEG, "CallStatus": "in-progress", "SequenceNumber": "2",
-                                     "Timestamp": "Mon, 23 Nov 2026 21:00:00 +0000"})
+                                     "Timestamp": at(0)[0]})
     signed_post(client, sign, path, {"CallSid": LEG, "CallStatus": "completed", "SequenceNumber": "3",
-                                     "CallDuration": "-5", "Timestamp": "Mon, 23 Nov 2026 21:00:42 +0000"})
+                                     "CallDuration": "-5", "Timestamp": at(42)[0]})
     row = call_queries.get_call(db, call["id"])
     assert row["status"] == "completed"
     assert row["duration"] == 42  # from the answer and end times, since the sent one was refused
@@ -160,3 +160,42 @@ def test_an_event_applied_inside_a_write_transaction_does_not_wait_for_itself(db
     worker.join(timeout=10)
     assert not worker.is_alive(), "apply_event deadlocked inside writing()"
     assert call_queries.get_call(db, call["id"])["status"] == "failed"
+
+
+def rfc2822(when):
+    return when.strftime("%a, %d %b %Y %H:%M:%S +0000")
+
+
+def test_dates_outside_the_calls_life_are_not_believed(client, sign, db, call):
+    """Found by the black-box run: a signed 2021 answer and an end before the answer were taken."""
+    path = f"/twiml/status?call={call['id']}"
+    placed = datetime.fromisoformat(call["created_at"])
+    signed_post(client, sign, path, {"CallSid": LEG, "CallStatus": "in-progress", "SequenceNumber": "2",
+                                     "Timestamp": "Fri, 26 Nov 2021 18:18:44 +0000"})
+    row = call_queries.get_call(db, call["id"])
+    assert row["answered_at"] >= call["created_at"]
+    signed_post(client, sign, path, {"CallSid": LEG, "CallStatus": "completed", "SequenceNumber": "3",
+                                     "Timestamp": rfc2822(placed - timedelta(days=3)), "CallDuration": "86400"})
+    row = call_queries.get_call(db, call["id"])
+    assert call["created_at"] <= row["answered_at"] <= row["ended_at"]
+    assert row["duration"] <= (datetime.fromisoformat(row["ended_at"]) - placed).total_seconds() + 300
+
+
+def test_a_day_long_duration_for_a_call_placed_a_moment_ago_is_not_believed(client, sign, db, call):
+    signed_post(client, sign, f"/twiml/status?call={call['id']}",
+                {"CallSid": LEG, "CallStatus": "completed", "SequenceNumber": "3", "CallDuration": "86400"})
+    row = call_queries.get_call(db, call["id"])
+    assert row["duration"] < 400
+    assert row["answered_at"] is None or row["answered_at"] >= call["created_at"]
+
+
+@pytest.mark.parametrize("case", ["another leg's CallSid", "the call has ended"])
+def test_customer_to_agent_rings_nobody_for_another_leg_or_an_ended_call(client, sign, db, call, case):
+    """Found by the black-box run: ?call=1 with the CallSid of bob's call rang alice."""
+    path = f"/twiml/customer-to-agent?call={call['id']}"
+    signed_post(client, sign, f"/twiml/status?call={call['id']}",
+                {"CallSid": LEG, "CallStatus": "completed" if case == "the call has ended" else "ringing",
+                 "SequenceNumber": "1"})
+    sid = "CA" + "b" * 32 if case == "another leg's CallSid" else LEG
+    response = signed_post(client, sign, path, {"CallSid": sid, "CallStatus": "in-progress"})
+    assert b"<Dial" not in response.data and b"<Hangup" in response.data

@@ -155,7 +155,6 @@ class Carrier:
         self.changed = threading.Condition(self.lock)
         self.calls: dict[str, Leg] = {}
         self.recordings: dict[str, Recording] = {}
-        self.media: dict[str, bytes] = {}
         self.devices: dict[str, Device] = {}
         self.notifications: list[dict] = []  # Twilio's debugger: what went wrong, per call
 
@@ -303,10 +302,9 @@ class Carrier:
         }
 
     # --- REST: recordings -----------------------------------------------------------------
-    def add_recording(self, rec, media):
+    def add_recording(self, rec):
         with self.lock:
             self.recordings[rec.sid] = rec
-            self.media[rec.sid] = media
 
     def get_recording(self, sid):
         rec = self.recordings.get(sid)

@@ -19,7 +19,8 @@ def index():
         devices = list(carrier.devices.values())
         notices = list(reversed(carrier.notifications[-20:]))
     return render_template("sandbox/control.html", legs=legs, devices=devices, notices=notices,
-                           rules=customers.RULES, carrier=carrier)
+                           rules=customers.RULES, carrier=carrier,
+                           answers_inbound="twiml.inbound" in current_app.view_functions)
 
 
 @bp.route("/inbound", methods=["POST"])

@@ -6,7 +6,7 @@ import time
 import xml.etree.ElementTree as ET
 from urllib.parse import urlencode, urljoin
 
-from . import customers, wav
+from . import customers
 from .carrier import Leg, Recording, rfc2822, utc
 from .credentials import sid as new_sid
 
@@ -136,7 +136,7 @@ class DialVerb:
             channels = 2 if record.endswith("-dual") else 1
             recording = Recording(sid=new_sid("RE"), account_sid=parent.account_sid, call_sid=parent.sid,
                                   duration=seconds, channels=channels, source="DialVerb", start_time=began)
-            c.add_recording(recording, wav.make(seconds, channels))
+            c.add_recording(recording)
             callback = verb.get("recordingStatusCallback")
             if callback:
                 params = {"AccountSid": parent.account_sid, "CallSid": parent.sid, "RecordingSid": recording.sid,
