@@ -142,13 +142,15 @@ def apply_event(db, call_id, source, callback):
     status = _event_status(source, values)
     sequence = values.get("SequenceNumber")
     leg_sid = values.get("CallSid")
-    event = (call_id, source, leg_sid, status, sequence)
+    return batched(db, _apply, (call_id, source, leg_sid, status, sequence), callback, read=_known)
+
+
+def _known(db, event, callback):
+    """Before any write lock: (call, False) for a repeat, None for news; UnknownCall for no call."""
     exists, kept = _exists_and_kept(db, *event)
     if not exists:
-        raise UnknownCall(call_id)
-    if kept:
-        return call_with_identity(db, call_id), False
-    return batched(db, _apply, event, callback)
+        raise UnknownCall(event[0])
+    return (call_with_identity(db, event[0]), False) if kept else None
 
 
 def _apply(db, event, callback):

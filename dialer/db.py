@@ -123,9 +123,9 @@ class _Batcher:
         self.thread = threading.Thread(target=self._run, name=f"dialer-writer {path}", daemon=True)
         self.thread.start()
 
-    def run(self, function, *args):
+    def run(self, read, write, *args):
         done = Future()
-        self.queue.put((function, args, done))
+        self.queue.put((read, write, args, done))
         return done.result()
 
     def _run(self):
@@ -137,7 +137,25 @@ class _Batcher:
                     batch.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
-            self._commit(db, batch)
+            writes = [item for item in batch if not self._answered_by_reading(db, item)]
+            if writes:
+                self._commit(db, writes)
+
+    @staticmethod
+    def _answered_by_reading(db, item):
+        """Outside any transaction: a write that `read` says is not needed never takes the lock."""
+        read, _, args, done = item
+        if read is None:
+            return False
+        try:
+            answer = read(db, *args)
+        except Exception as error:
+            done.set_exception(error)
+            return True
+        if answer is None:
+            return False
+        done.set_result(answer)
+        return True
 
     def _commit(self, db, batch):
         """All of the batch in one transaction; if a write fails, each is retried in its own."""
@@ -154,15 +172,15 @@ class _Batcher:
         try:
             [result] = self._transaction(db, [item])
         except Exception as error:
-            item[2].set_exception(error)
+            item[-1].set_exception(error)
         else:
-            item[2].set_result(result)
+            item[-1].set_result(result)
 
     def _transaction(self, db, batch):
         with _lock_for(self.path):
             db.conn.execute("BEGIN IMMEDIATE")
             try:
-                results = [function(db, *args) for function, args, _ in batch]
+                results = [write(db, *args) for _, write, args, _ in batch]
                 db.conn.execute("COMMIT")
             except BaseException:
                 if db.conn.in_transaction:
@@ -174,20 +192,24 @@ class _Batcher:
 _batchers = {}
 
 
-def batched(db, function, *args):
-    """Run `function(db, *args)` in the process's shared write transaction; return once committed.
+def batched(db, write, *args, read=None):
+    """Run `write(db, *args)` in the process's shared write transaction; return once committed.
 
-    A caller already inside a write transaction runs it there (the writer thread would wait for
-    that transaction's lock while the caller waits for the writer).
+    All of it runs on the writer thread, so the server's request threads make no SQLite calls of
+    their own. `read(db, *args)`, if given, runs first outside any transaction: when it returns
+    something other than None, that is the answer and no write lock is taken (a repeat).
+    A caller already inside a write transaction runs both there (the writer thread would wait
+    for that transaction's lock while the caller waits for the writer).
     """
     if db.conn.in_transaction:
         with writing(db):
-            return function(db, *args)
+            answer = read(db, *args) if read else None
+            return write(db, *args) if answer is None else answer
     batcher = _batchers.get(db.path)
     if batcher is None:
         with _writer_locks_guard:
             batcher = _batchers.get(db.path) or _batchers.setdefault(db.path, _Batcher(db.path))
-    return batcher.run(function, *args)
+    return batcher.run(read, write, *args)
 
 
 def _forget_threads_after_fork():
