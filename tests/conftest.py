@@ -130,6 +130,16 @@ def wait_for(predicate, timeout=10.0, interval=0.02):
     raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
 
 
+def audio_seconds(audio):
+    """Load an <audio> element in the browser and return its length in seconds (fails if it cannot play)."""
+    return audio.evaluate("""a => new Promise((resolve, reject) => {
+        a.preload = 'auto';
+        a.addEventListener('loadedmetadata', () => resolve(a.duration), {once: true});
+        a.addEventListener('error', () => reject(a.error && a.error.code), {once: true});
+        a.load();
+    })""")
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     """Debian's chromium: Playwright's own download cannot happen here."""

@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 
-from .conftest import PASSWORD, free_port, wait_for
+from .conftest import PASSWORD, audio_seconds, free_port, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCREENSHOTS = os.path.join(ROOT, "test-screenshots")  # pytest-playwright empties test-results/
@@ -87,12 +87,7 @@ def test_demo_agent_calls_a_customer_talks_hangs_up_and_finds_the_recording(page
     expect(row.locator("td").nth(5)).not_to_have_text("—")  # a duration
     audio = row.get_by_label(re.compile("Recording of call"))
     expect(audio).to_be_visible()
-    seconds = audio.evaluate("""a => new Promise((resolve, reject) => {
-        a.preload = 'auto';
-        a.addEventListener('loadedmetadata', () => resolve(a.duration), {once: true});
-        a.addEventListener('error', () => reject(a.error && a.error.code), {once: true});
-        a.load();
-    })""")
+    seconds = audio_seconds(audio)
     assert seconds > 0
     page.screenshot(path=os.path.join(SCREENSHOTS, "history.png"), full_page=True)
 

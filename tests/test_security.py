@@ -15,7 +15,7 @@ from dialer import create_app, security
 from dialer.auth import agent_by_username
 from dialer.config import ConfigError
 
-from .conftest import PASSWORD, csrf_from, free_port, wait_for
+from .conftest import PASSWORD, audio_seconds, csrf_from, free_port, wait_for
 from .test_browser import call_customer, panel_status, sign_in, start_phone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -216,12 +216,7 @@ def test_no_csp_violation_while_an_agent_calls_hangs_up_and_plays_the_recording(
     page.get_by_role("link", name="History").click()
     audio = page.locator("#calls tbody tr").first.get_by_label(re.compile("Recording of call"))
     expect(audio).to_be_visible(timeout=10_000)
-    seconds = audio.evaluate("""a => new Promise((resolve, reject) => {
-        a.preload = 'auto';
-        a.addEventListener('loadedmetadata', () => resolve(a.duration), {once: true});
-        a.addEventListener('error', () => reject(a.error && a.error.code), {once: true});
-        a.load();
-    })""")
+    seconds = audio_seconds(audio)
     assert seconds > 0
     page.get_by_role("link", name=re.compile(r"\d{4}-\d\d-\d\d")).first.click()  # the call's own page
     expect(page.get_by_role("heading", name=re.compile(r"Call \d+"))).to_be_visible()
