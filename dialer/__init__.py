@@ -1,8 +1,16 @@
 """Dialer: a browser phone for call-centre agents on Twilio Programmable Voice."""
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.routing import IntegerConverter
 
 csrf = CSRFProtect()
+
+
+class RowIdConverter(IntegerConverter):
+    """A row id in a URL: a whole number SQLite can hold; anything larger is a 404, not a crash."""
+
+    def __init__(self, map):
+        super().__init__(map, max=2**63 - 1)
 
 
 def create_app(test_config=None, instance_path=None):
@@ -14,6 +22,7 @@ def create_app(test_config=None, instance_path=None):
                 instance_path=instance_path or os.environ.get("DIALER_INSTANCE_PATH") or None)
     from . import config
     config.load(app, test_config)
+    app.url_map.converters["id"] = RowIdConverter
 
     from . import auth, db, filters, security
     db.init_app(app)

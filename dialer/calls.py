@@ -41,12 +41,12 @@ def is_terminal(status):
 
 # --- queries (plain SQL on the webhook path: see db.one) ---------------------------------
 
-def create_call(db, agent_id, customer_number, direction="outbound"):
+def create_call(db, agent_id, customer_number, direction="outbound", attempt_key=None):
     """A new call row, `queued`, before Twilio has been asked anything."""
     with writing(db):
         cursor = db.execute(
-            "INSERT INTO calls (agent_id, direction, customer_number, status, created_at) VALUES (?, ?, ?, 'queued', ?)",
-            [agent_id, direction, customer_number, utcnow()])
+            "INSERT INTO calls (agent_id, direction, customer_number, status, created_at, attempt_key) "
+            "VALUES (?, ?, ?, 'queued', ?, ?)", [agent_id, direction, customer_number, utcnow(), attempt_key])
         call_id = cursor.lastrowid
         record_event(db, call_id, "app", {"action": "created", "To": customer_number}, status="queued")
     return get_call(db, call_id)
@@ -65,6 +65,26 @@ def call_with_identity(db, call_id):
     """The call and, as `agent_identity`, the client identity of its agent (one query for the TwiML)."""
     return one(db, "SELECT calls.*, agents.identity AS agent_identity FROM calls "
                     "LEFT JOIN agents ON agents.id = calls.agent_id WHERE calls.id = ?", [call_id])
+
+
+def call_by_attempt(db, agent_id, attempt_key):
+    """The call this agent's form submit with this key placed, or None."""
+    return one(db, "SELECT * FROM calls WHERE agent_id = ? AND attempt_key = ?", [agent_id, attempt_key])
+
+
+# A call Twilio never reported on within this time is not live (the app missed its callbacks,
+# or Twilio never took it); Twilio itself ends every call after 4 hours unless told otherwise.
+SILENT_CALL_LIMIT = timedelta(minutes=2)
+LONGEST_CALL = timedelta(hours=4)
+
+
+def live_call(db, agent_id):
+    """The agent's newest call that has not ended, or None."""
+    now = datetime.fromisoformat(utcnow())
+    return one(db, "SELECT * FROM calls WHERE agent_id = ? AND status NOT IN "
+                   f"({', '.join('?' * len(TERMINAL))}) AND created_at > ? AND (status != 'queued' OR created_at > ?) "
+                   "ORDER BY created_at DESC, id DESC LIMIT 1",
+               [agent_id, *TERMINAL, (now - LONGEST_CALL).isoformat(), (now - SILENT_CALL_LIMIT).isoformat()])
 
 
 def call_for_agent(db, call_id, agent):

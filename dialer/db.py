@@ -299,3 +299,11 @@ def m002_sign_in_security(db):
 def m003_customer_extension(db):
     # The extension keyed in after the customer answers (Twilio's SendDigits); the number stays E.164.
     db["calls"].add_column("customer_extension", str)
+
+
+@migrations()
+def m004_call_attempts(db):
+    # The key of the dialer form's one submit: a double click or a retried post finds the call it
+    # already placed instead of ringing the customer again.
+    db["calls"].add_column("attempt_key", str)
+    db.execute("CREATE UNIQUE INDEX idx_calls_attempt ON calls (agent_id, attempt_key) WHERE attempt_key IS NOT NULL")

@@ -1,11 +1,13 @@
 """The dialer page, placing a call, the live call panel, hang-up and the voice token."""
 import math
+import secrets
 from datetime import datetime, timedelta, timezone
 
 from flask import Blueprint, abort, current_app, jsonify, redirect, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
-from wtforms import StringField
+from wtforms import HiddenField, StringField
+from wtforms.validators import Length, Optional
 
 from . import audit, calls, numbers, telephony
 from .db import get_db, writing
@@ -17,6 +19,8 @@ RATE_WINDOW = timedelta(seconds=60)  # CALLS_PER_MINUTE counts the calls placed 
 
 class CallForm(FlaskForm):
     to = StringField("Customer number")
+    # One key per rendering of the form: every post of it (a double click, a retry) is one call.
+    attempt = HiddenField(default=lambda: secrets.token_urlsafe(16), validators=[Optional(), Length(max=64)])
 
 
 def _page(form=None, call=None, status=200):
@@ -27,9 +31,14 @@ def _page(form=None, call=None, status=200):
 @login_required
 def index():
     """The dialer: phone state, number field, and the current call (polled by htmx until it ends)."""
+    db = get_db()
     call = None
-    if request.args.get("call", "").isdigit():
-        call = calls.call_for_agent(get_db(), int(request.args["call"]), current_user)
+    requested = request.args.get("call", "")
+    if requested:
+        known = requested.isascii() and requested.isdigit() and len(requested) <= 18
+        call = calls.call_for_agent(db, int(requested), current_user) if known else None
+    elif not wants_fragment():
+        call = calls.live_call(db, current_user.id)  # back on the dialer mid-call: the call is still there
     if wants_fragment():
         return render("dialing/index.html", "call_area", call=call)
     return _page(call=call)
@@ -51,12 +60,22 @@ def place():
     limit = cfg["CALLS_PER_MINUTE"]
     # Count and insert in one write transaction: of a burst of posts (double clicks, a script),
     # each counts the calls the ones before it wrote, so exactly `limit` get through.
+    attempt = (form.attempt.data or "")[:64] or None
     with writing(db):
-        wait = seconds_until_next_call(db, current_user.id, limit)
-        if not wait:
-            call = calls.create_call(db, current_user.id, customer.number)
+        # The same submit again (a double click, a retried post): the call it placed, not a new one.
+        earlier = attempt and calls.call_by_attempt(db, current_user.id, attempt)
+        live = not earlier and calls.live_call(db, current_user.id)
+        wait = not earlier and not live and seconds_until_next_call(db, current_user.id, limit)
+        if not (earlier or live or wait):
+            call = calls.create_call(db, current_user.id, customer.number, attempt_key=attempt)
             if customer.extension:
                 keep_extension(db, call["id"], customer.extension)
+    if earlier:
+        return _placed(earlier)
+    if live:
+        form.to.errors = [f"You are already on a call with {numbers.display(live['customer_number'])} "
+                          f"({calls.status_label(live['status'])}). End it before you call someone else."]
+        return _page(form, call=live, status=409)
     if wait:
         current_app.logger.warning("agent %s hit the limit of %d calls a minute", current_user.username, limit)
         form.to.errors = [f"You have placed {limit} call{'s' if limit != 1 else ''} in the last minute, the most "
@@ -77,6 +96,11 @@ def place():
         if digits:
             placed["SendDigits"] = digits
         call, _ = calls.apply_event(db, call["id"], "app", placed)
+    return _placed(call)
+
+
+def _placed(call):
+    """After a call is placed: the dialer showing it (a fresh form, so a new submit is a new call)."""
     if not wants_fragment():
         return redirect(url_for("dialing.index", call=call["id"]), 303)
     return _page(call=call)
@@ -101,7 +125,7 @@ def keep_extension(db, call_id, extension):
     db.execute("UPDATE calls SET customer_extension = ? WHERE id = ?", [extension, call_id])
 
 
-@bp.route("/calls/<int:call_id>/hangup", methods=["POST"])
+@bp.route("/calls/<id:call_id>/hangup", methods=["POST"])
 @login_required
 def hangup(call_id):
     """End a live call."""

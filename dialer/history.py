@@ -24,7 +24,7 @@ def index():
     return render("history/index.html", "calls_table", calls=rows)
 
 
-@bp.route("/calls/<int:call_id>")
+@bp.route("/calls/<id:call_id>")
 @login_required
 def detail(call_id):
     """One call: status, timeline, recording, notes."""
@@ -32,7 +32,7 @@ def detail(call_id):
     return render("history/detail.html", "call_status", call=call, events=calls.events_for(get_db(), call_id))
 
 
-@bp.route("/calls/<int:call_id>/recording.wav")
+@bp.route("/calls/<id:call_id>/recording.wav")
 @login_required
 def recording(call_id):
     """The call's recording, fetched from Twilio with the account's credentials."""

@@ -220,3 +220,12 @@ def test_cli_commands_do_not_make_a_demo_agent_before_the_real_ones(tmp_path):
     assert created.returncode == 0 and "demo" not in created.stdout
     listing = run("list").stdout
     assert "alice" in listing and "demo" not in listing
+
+
+@pytest.mark.parametrize("path", ["/?call=" + "9" * 30, "/calls/" + "9" * 30, "/calls/" + "9" * 30 + "/recording.wav",
+                                  "/calls/99999999999999999999", "/?call=١٢"])
+def test_an_id_too_large_for_the_database_is_nothing_here_not_a_crash(client, auth, path):
+    auth.create("alice")
+    auth.login("alice")
+    response = client.get(path)
+    assert response.status_code in (200, 404)

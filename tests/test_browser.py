@@ -234,3 +234,12 @@ def test_pages_fit_a_phone_screen_without_sideways_scrolling(page, auth, live_se
     sign_in(page, live_server, "alice", PASSWORD)
     page.goto(live_server + path)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+def test_a_double_click_on_call_customer_rings_the_customer_once(app, agent_page, db):
+    agent_page.get_by_label("Customer number").fill("020 7946 0000")
+    agent_page.get_by_role("button", name="Call customer").dblclick()
+    expect(panel_status(agent_page)).to_have_attribute("data-status", re.compile("ringing|in-progress"), timeout=10_000)
+    agent_page.wait_for_timeout(500)  # any second request has arrived by now
+    assert db["calls"].count == 1
+    assert len([leg for leg in app.extensions["sandbox"].calls.values() if leg.direction == "outbound-api"]) == 1

@@ -1,4 +1,5 @@
 """Placing a call: POST /calls through the sandbox's REST API, number checks, Twilio errors."""
+import re
 import socket
 import threading
 
@@ -7,7 +8,7 @@ import requests
 
 from dialer import calls as call_queries
 
-from .conftest import wait_for
+from .conftest import csrf_from, wait_for
 
 
 def place(client, auth, to, htmx=True):
@@ -236,3 +237,60 @@ def test_the_sandbox_refuses_bad_send_digits_with_twilios_21206(app, live_server
     assert (body["code"], body["status"]) == (21206, 400)
     assert body["more_info"] == "https://www.twilio.com/docs/errors/21206" and "SendDigits" in body["message"]
     assert app.extensions["sandbox"].calls == {}
+
+
+def attempt_of(html):
+    return re.search(r'name="attempt" type="hidden" value="([^"]+)"', html).group(1)
+
+
+def test_the_same_submit_twice_is_one_call(app, client, auth, db, live_server):
+    """A double click or a retried post sends the form's key twice: the customer rings once."""
+    auth.create("alice")
+    auth.login("alice")
+    page = client.get("/").get_data(as_text=True)
+    form = {"to": "020 7946 0000", "csrf_token": csrf_from(page), "attempt": attempt_of(page)}
+    first = client.post("/calls", data=form, headers={"HX-Request": "true"})
+    again = client.post("/calls", data=form, headers={"HX-Request": "true"})
+    plain = client.post("/calls", data=form)
+    call = only_call(db)
+    assert first.status_code == again.status_code == 200
+    assert f'data-placed-call="{call["id"]}"' in again.get_data(as_text=True)
+    assert plain.status_code == 303 and plain.headers["Location"].endswith(f"/?call={call['id']}")
+    assert len([leg for leg in app.extensions["sandbox"].calls.values() if leg.direction == "outbound-api"]) == 1
+    assert attempt_of(first.get_data(as_text=True)) != form["attempt"]  # the next submit is a new call
+
+
+def test_a_second_call_while_one_is_live_is_refused_naming_the_live_one(app, client, auth, db, live_server):
+    auth.create("alice")
+    auth.login("alice")
+    assert place(client, auth, "020 7946 0000").status_code == 200
+    live = only_call(db)
+    refused = place(client, auth, "020 7946 0123")
+    html = refused.get_data(as_text=True)
+    assert refused.status_code == 409
+    assert "You are already on a call with +44 20 7946 0000" in html and "End it before you call someone else." in html
+    assert f'data-placed-call="{live["id"]}"' in html and "End call" in html  # and it can be ended from there
+    assert db["calls"].count == 1
+
+    assert client.post(f"/calls/{live['id']}/hangup", data={"csrf_token": auth.csrf()}).status_code == 303
+    wait_for(lambda: call_queries.is_terminal(call_queries.get_call(db, live["id"])["status"]))
+    assert place(client, auth, "020 7946 0123").status_code == 200
+    assert db["calls"].count == 2
+
+
+def test_a_call_twilio_never_reported_on_does_not_block_the_agent(client, auth, db):
+    auth.create("alice")
+    auth.login("alice")
+    agent_id = db.execute("SELECT id FROM agents WHERE username = 'alice'").fetchone()[0]
+    db.execute("INSERT INTO calls (agent_id, direction, customer_number, status, created_at) "
+               "VALUES (?, 'outbound', '+442079460000', 'queued', '2000-01-01T00:00:00+00:00')", [agent_id])
+    assert call_queries.live_call(db, agent_id) is None
+
+
+def test_back_on_the_dialer_mid_call_the_live_call_is_shown(client, auth, db, live_server):
+    auth.create("alice")
+    auth.login("alice")
+    place(client, auth, "020 7946 0000")
+    call = only_call(db)
+    html = client.get("/").get_data(as_text=True)  # a reload, or back from History
+    assert f'data-placed-call="{call["id"]}"' in html and "End call" in html
