@@ -273,5 +273,14 @@ def _status_changes(call, status, values):
     return changes
 
 
+def outcome(call):
+    """The call's state in the agent's words: honest about who never answered."""
+    if call["status"] == "completed" and call["dial_result"] == "canceled":
+        return "customer hung up while waiting"  # the agent's phone was still ringing
+    if call["status"] == "completed" and call["dial_result"] in FALLBACK_DIAL_RESULTS:
+        return "missed by agent"  # the customer answered and heard the apology; no agent took it
+    return status_label(call["status"])
+
+
 def status_label(status):
     return STATUS_LABELS.get(status, status or "unknown")

@@ -25,5 +25,5 @@ def when(iso):
 
 def init_app(app):
     app.jinja_env.filters.update(
-        status_label=calls.status_label, phone=numbers.display, duration=duration, when=when)
+        status_label=calls.status_label, outcome=calls.outcome, phone=numbers.display, duration=duration, when=when)
     app.jinja_env.globals.update(is_terminal=calls.is_terminal)

@@ -188,3 +188,20 @@ def test_twiml_for_an_unknown_call_apologises_and_hangs_up(client, sign, db, pat
     assert [el.tag for el in root] == ["Say", "Hangup"]
     assert "could not connect" in root.find("Say").text
     assert db["call_events"].count == 0
+
+
+@pytest.mark.parametrize("dial_status, words", [
+    ("no-answer", "missed by agent"), ("busy", "missed by agent"), ("failed", "missed by agent"),
+    ("canceled", "customer hung up while waiting"), ("completed", "completed"),
+])
+def test_outcome_words_say_who_never_answered(client, sign, auth, db, call, dial_status, words):
+    path = f"?call={call['id']}"
+    signed_post(client, sign, "/twiml/status" + path, status_params("in-progress", 2))
+    signed_post(client, sign, "/twiml/dial-result" + path, {"CallSid": "CA" + "a" * 32, "DialCallStatus": dial_status})
+    signed_post(client, sign, "/twiml/status" + path, status_params("completed", 3, CallDuration="50"))
+    auth.login("alice")
+    for page in (f"/calls/{call['id']}", "/history"):
+        html = client.get(page).get_data(as_text=True)
+        assert words in html
+        if words != "completed":
+            assert ">completed<" not in html.replace("\n", "")
