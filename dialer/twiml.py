@@ -45,7 +45,8 @@ def _signed(cfg, url, form, signature):
     validators = current_app.extensions.setdefault("twilio_validators", {})
     token = cfg["TWILIO_AUTH_TOKEN"]
     validator = validators.get(token) or validators.setdefault(token, RequestValidator(token))
-    if hmac.compare_digest(validator.compute_signature(url, form), signature):
+    expected = validator.compute_signature(url, form).encode()
+    if hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape")):  # any header bytes
         return True
     return validator.validate(url, form, signature)
 

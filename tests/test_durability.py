@@ -5,7 +5,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 
 import requests
 from twilio.request_validator import RequestValidator

@@ -199,3 +199,10 @@ def test_customer_to_agent_rings_nobody_for_another_leg_or_an_ended_call(client,
     sid = "CA" + "b" * 32 if case == "another leg's CallSid" else LEG
     response = signed_post(client, sign, path, {"CallSid": sid, "CallStatus": "in-progress"})
     assert b"<Dial" not in response.data and b"<Hangup" in response.data
+
+
+@pytest.mark.parametrize("signature", ["é" * 28, "\x00", "x" * 5000])
+def test_a_signature_header_of_any_bytes_is_a_403_not_a_crash(client, call, signature):
+    response = client.post(f"/twiml/status?call={call['id']}", data={"CallSid": LEG},
+                           headers={"X-Twilio-Signature": signature})
+    assert response.status_code == 403
