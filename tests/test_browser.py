@@ -243,3 +243,15 @@ def test_a_double_click_on_call_customer_rings_the_customer_once(app, agent_page
     agent_page.wait_for_timeout(500)  # any second request has arrived by now
     assert db["calls"].count == 1
     assert len([leg for leg in app.extensions["sandbox"].calls.values() if leg.direction == "outbound-api"]) == 1
+
+
+def test_the_first_click_on_the_page_is_not_lost_to_the_phone_starting(app, page, auth, live_server, db):
+    """The phone starts on the first click anywhere; that click must still do what it was for."""
+    auth.create("alice")
+    sign_in(page, live_server, "alice", PASSWORD)
+    page.get_by_label("Customer number").fill("020 7946 0001")  # fill types no keys: the phone is still off
+    expect(page.locator("#device-state")).to_have_attribute("data-state", "off")
+    page.get_by_role("button", name="Call customer").click()
+    expect(panel_status(page)).to_have_attribute("data-status", re.compile(".+"), timeout=10_000)
+    expect(page.locator("#device-state")).to_contain_text("ready")
+    assert db["calls"].count == 1

@@ -45,16 +45,22 @@
 
   let starting = false;
 
+  function phoneButton(disabled, text) {
+    $("start-phone").disabled = disabled;
+    $("start-phone").textContent = text;
+  }
+
   async function start() {
     if (device || starting) return;  // the first click both starts the phone and may be this button
     starting = true;
-    $("start-phone").hidden = true;
+    // The button stays where it is (disabled), so nothing below it moves under a click in flight.
+    phoneButton(true, "Phone on");
     show("starting", "starting…");
     try {
       await connectWith(await fetchToken());
     } catch (e) {
       device = null;
-      $("start-phone").hidden = false;
+      phoneButton(false, "Start phone");
       if (stateEl.dataset.state === "starting") show("error", "Could not get a phone token. Check your connection and try again.");
     } finally {
       starting = false;
