@@ -1,6 +1,7 @@
 """Calls: the queries, and the one function that owns how a call's state may change."""
 import json
-from datetime import datetime, timedelta
+import math
+from datetime import datetime, timedelta, timezone
 
 from . import params
 from .db import batched, one, utcnow, writing
@@ -41,12 +42,16 @@ def is_terminal(status):
 
 # --- queries (plain SQL on the webhook path: see db.one) ---------------------------------
 
-def create_call(db, agent_id, customer_number, direction="outbound", attempt_key=None):
-    """A new call row, `queued`, before Twilio has been asked anything."""
+def create_call(db, agent_id, customer_number, direction="outbound", extension=None, attempt_key=None):
+    """A new call row, `queued`, before Twilio has been asked anything.
+
+    `extension` is keyed in after the customer answers, and shown beside the number.
+    """
     with writing(db):
         cursor = db.execute(
-            "INSERT INTO calls (agent_id, direction, customer_number, status, created_at, attempt_key) "
-            "VALUES (?, ?, ?, 'queued', ?, ?)", [agent_id, direction, customer_number, utcnow(), attempt_key])
+            "INSERT INTO calls (agent_id, direction, customer_number, customer_extension, status, created_at, "
+            "attempt_key) VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+            [agent_id, direction, customer_number, extension, utcnow(), attempt_key])
         call_id = cursor.lastrowid
         record_event(db, call_id, "app", {"action": "created", "To": customer_number}, status="queued")
     return get_call(db, call_id)
@@ -85,6 +90,23 @@ def live_call(db, agent_id):
                    f"({', '.join('?' * len(TERMINAL))}) AND created_at > ? AND (status != 'queued' OR created_at > ?) "
                    "ORDER BY created_at DESC, id DESC LIMIT 1",
                [agent_id, *TERMINAL, (now - LONGEST_CALL).isoformat(), (now - SILENT_CALL_LIMIT).isoformat()])
+
+
+RATE_WINDOW = timedelta(seconds=60)  # CALLS_PER_MINUTE counts the calls placed in this window
+
+
+def seconds_until_next_call(db, agent_id, limit):
+    """0 if the agent may place a call now; else the seconds until the oldest of their last `limit` calls is a minute old."""
+    now = datetime.now(timezone.utc)
+    since = (now - RATE_WINDOW).isoformat(timespec="seconds")
+    # The limit-th newest call of the last minute, if there is one (index calls(agent_id, created_at)).
+    row = db.execute(
+        "SELECT created_at FROM calls WHERE agent_id = ? AND direction != 'inbound' AND created_at > ? "
+        "ORDER BY created_at DESC LIMIT 1 OFFSET ?", [agent_id, since, limit - 1]).fetchone()
+    if row is None:
+        return 0
+    frees_at = datetime.fromisoformat(row[0]) + RATE_WINDOW
+    return max(1, math.ceil((frees_at - now).total_seconds()))
 
 
 def call_for_agent(db, call_id, agent):

@@ -1,7 +1,5 @@
 """The dialer page, placing a call, the live call panel, hang-up and the voice token."""
-import math
 import secrets
-from datetime import datetime, timedelta, timezone
 
 from flask import Blueprint, abort, current_app, jsonify, redirect, request, url_for
 from flask_login import current_user, login_required
@@ -14,7 +12,6 @@ from .db import get_db, writing
 from .pages import render, wants_fragment
 
 bp = Blueprint("dialing", __name__)
-RATE_WINDOW = timedelta(seconds=60)  # CALLS_PER_MINUTE counts the calls placed in this window
 
 
 class CallForm(FlaskForm):
@@ -58,18 +55,17 @@ def place():
         return _page(form, status=422)
     db = get_db()
     limit = cfg["CALLS_PER_MINUTE"]
-    # Count and insert in one write transaction: of a burst of posts (double clicks, a script),
-    # each counts the calls the ones before it wrote, so exactly `limit` get through.
+    # Check and insert in one write transaction: of a burst of posts (double clicks, a script),
+    # each sees the calls the ones before it wrote, so only one gets through.
     attempt = (form.attempt.data or "")[:64] or None
     with writing(db):
         # The same submit again (a double click, a retried post): the call it placed, not a new one.
         earlier = attempt and calls.call_by_attempt(db, current_user.id, attempt)
         live = not earlier and calls.live_call(db, current_user.id)
-        wait = not earlier and not live and seconds_until_next_call(db, current_user.id, limit)
+        wait = not earlier and not live and calls.seconds_until_next_call(db, current_user.id, limit)
         if not (earlier or live or wait):
-            call = calls.create_call(db, current_user.id, customer.number, attempt_key=attempt)
-            if customer.extension:
-                keep_extension(db, call["id"], customer.extension)
+            call = calls.create_call(db, current_user.id, customer.number, extension=customer.extension,
+                                     attempt_key=attempt)
     if earlier:
         return _placed(earlier)
     if live:
@@ -104,25 +100,6 @@ def _placed(call):
     if not wants_fragment():
         return redirect(url_for("dialing.index", call=call["id"]), 303)
     return _page(call=call)
-
-
-def seconds_until_next_call(db, agent_id, limit):
-    """0 if the agent may place a call now; else the seconds until the oldest of their last `limit` calls is a minute old."""
-    now = datetime.now(timezone.utc)
-    since = (now - RATE_WINDOW).isoformat(timespec="seconds")
-    # The limit-th newest call of the last minute, if there is one (index calls(agent_id, created_at)).
-    row = db.execute(
-        "SELECT created_at FROM calls WHERE agent_id = ? AND direction != 'inbound' AND created_at > ? "
-        "ORDER BY created_at DESC LIMIT 1 OFFSET ?", [agent_id, since, limit - 1]).fetchone()
-    if row is None:
-        return 0
-    frees_at = datetime.fromisoformat(row[0]) + RATE_WINDOW
-    return max(1, math.ceil((frees_at - now).total_seconds()))
-
-
-def keep_extension(db, call_id, extension):
-    """Keep the extension with the call: it is keyed in after the answer, and shown beside the number."""
-    db.execute("UPDATE calls SET customer_extension = ? WHERE id = ?", [extension, call_id])
 
 
 @bp.route("/calls/<id:call_id>/hangup", methods=["POST"])
