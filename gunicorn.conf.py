@@ -2,11 +2,15 @@
 import os
 
 bind = os.environ.get("DIALER_BIND", "127.0.0.1:8000")
-# Threads, not processes: each browser phone holds one open event stream (sandbox) or none
-# (Twilio), and webhooks must be answered while an agent's request waits on Twilio's REST API.
-worker_class = "gthread"
+# gevent: every page holds an open event stream (/events), and in sandbox mode every browser phone
+# another; a greenlet each costs ~20 KB, where gthread would give each a thread and starve at
+# `threads`. SQLite's slow calls (a commit's fsync) run on gevent's pool of real threads (db.blocking).
+worker_class = "gevent"
 workers = int(os.environ.get("DIALER_WORKERS", "1"))
-threads = int(os.environ.get("DIALER_THREADS", "32"))
+worker_connections = int(os.environ.get("DIALER_CONNECTIONS", "4000"))  # open streams and requests per worker
+# On a restart or stop, a worker waits this long for requests in flight (webhooks take milliseconds);
+# open event streams are then cut, and browsers resume them at once with Last-Event-ID.
+graceful_timeout = 3
 accesslog = "-"
 # The Server header: gunicorn 27 sends `Server: gunicorn` (gunicorn.SERVER), without its version, so
 # there is nothing to hide here; the app sets none of its own (gunicorn would send both).
@@ -26,4 +30,5 @@ def on_starting(server):
     if probe.config["TELEPHONY"] == "sandbox" and server.cfg.workers > 1:
         raise SystemExit(
             "Dialer cannot start: the sandbox keeps its calls in one process, so run one worker "
-            "(DIALER_WORKERS=1, the default) and raise DIALER_THREADS instead, or set Twilio credentials.")
+            "(DIALER_WORKERS=1, the default; one gevent worker holds thousands of connections), "
+            "or set Twilio credentials.")

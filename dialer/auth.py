@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import click
 from flask.cli import AppGroup
-from flask import (Blueprint, current_app, flash, g, jsonify, make_response, redirect,
+from flask import (Blueprint, Response, current_app, flash, g, jsonify, make_response, redirect,
                    render_template, request, url_for)
 from flask_login import (LoginManager, UserMixin, current_user, login_required, login_user,
                          logout_user)
@@ -276,6 +276,8 @@ def unauthorized():
     """htmx and JSON callers get 401 (htmx with HX-Redirect); pages are sent to sign in, told why."""
     login_url = url_for("auth.login", next=request.full_path.rstrip("?"))
     why = session_end_sentence(g.get("session_end_reason"))
+    if request.blueprint == "live":  # the page's event stream: the page shows a banner, and stays
+        return Response((why or "Your session has ended. Sign in again.") + "\n", 401, mimetype="text/plain")
     if request.headers.get("HX-Request"):
         if why:
             flash(why)  # shown by the sign-in page the browser is sent to

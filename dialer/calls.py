@@ -3,7 +3,7 @@ import json
 import math
 from datetime import datetime, timedelta, timezone
 
-from . import params
+from . import live, params
 from .db import batched, one, utcnow, writing
 
 TERMINAL = ("completed", "busy", "failed", "no-answer", "canceled")
@@ -54,7 +54,9 @@ def create_call(db, agent_id, customer_number, direction="outbound", extension=N
             [agent_id, direction, customer_number, extension, utcnow(), attempt_key])
         call_id = cursor.lastrowid
         record_event(db, call_id, "app", {"action": "created", "To": customer_number}, status="queued")
-    return get_call(db, call_id)
+        call = call_with_identity(db, call_id)
+        live.publish_call(db, call)
+    return call
 
 
 def get_call(db, call_id):
@@ -67,8 +69,9 @@ def call_by_sid(db, call_sid):
 
 
 def call_with_identity(db, call_id):
-    """The call and, as `agent_identity`, the client identity of its agent (one query for the TwiML)."""
-    return one(db, "SELECT calls.*, agents.identity AS agent_identity FROM calls "
+    """The call with its agent's client identity (`agent_identity`, for the TwiML) and name (`agent_name`)."""
+    return one(db, "SELECT calls.*, agents.identity AS agent_identity, "
+                    "coalesce(agents.display_name, agents.username) AS agent_name FROM calls "
                     "LEFT JOIN agents ON agents.id = calls.agent_id WHERE calls.id = ?", [call_id])
 
 
@@ -157,7 +160,7 @@ def _exists_and_kept(db, call_id, source, call_sid, status, sequence_number):
 # --- the state machine ---------------------------------------------------------------------
 
 def _event_status(source, values):
-    if source in ("status", "twiml"):
+    if source in ("status", "twiml", "agent"):
         return values.get("CallStatus")
     if source == "dial-result":
         return values.get("DialCallStatus")
@@ -209,7 +212,9 @@ def _apply(db, event, callback):
     if changes:
         db.execute(f"UPDATE calls SET {', '.join(f'{column} = ?' for column in changes)} WHERE id = ?",
                    [*changes.values(), call_id])
-    return {**call, **changes}, bool(changes)
+        call = {**call, **changes}
+        live.publish_call(db, call)  # in this transaction: watchers see exactly what was committed
+    return call, bool(changes)
 
 
 def _changes(call, source, values, status, sequence, leg_sid):
@@ -227,6 +232,8 @@ def _changes(call, source, values, status, sequence, leg_sid):
         if code and not call["error_code"]:
             changes["error_code"] = code
             changes["error_message"] = CALL_ERRORS.get(code, f"Twilio reported error {code} on this call.")
+    elif source == "agent":
+        changes.update(_agent_leg_changes(call, status, values, leg_sid))
     elif source == "dial-result":
         if status and not call["dial_result"]:
             changes["dial_result"] = status
@@ -247,6 +254,18 @@ def _changes(call, source, values, status, sequence, leg_sid):
             changes.update({"error_code": values.get("error_code"),
                             "error_message": values.get("error_message")})
         changes.update(_status_changes(call, status, values))
+    return changes
+
+
+def _agent_leg_changes(call, status, values, leg_sid):
+    """The agent's <Client> leg: ringing, answered (the agent picked up), ended; never backwards."""
+    if rank(status) <= rank(call["agent_status"]) or is_terminal(call["status"]) and not is_terminal(status):
+        return {}
+    changes = {"agent_status": status}
+    if leg_sid and not call["agent_call_sid"]:
+        changes["agent_call_sid"] = leg_sid
+    if status == "in-progress" and not call["agent_answered_at"] and call["answered_at"]:
+        changes["agent_answered_at"] = _event_time(call, values)
     return changes
 
 
@@ -302,6 +321,38 @@ def outcome(call):
     if call["status"] == "completed" and call["dial_result"] in FALLBACK_DIAL_RESULTS:
         return "missed by agent"  # the customer answered and heard the apology; no agent took it
     return status_label(call["status"])
+
+
+def live_state(call):
+    """What the agent's panel says of a call, and since when its timer runs (None: no timer)."""
+    status = call["status"]
+    if is_terminal(status):
+        return outcome(call), None
+    if status == "in-progress":
+        if call["agent_answered_at"]:
+            return "talking", call["agent_answered_at"]
+        return "customer waiting for you", call["answered_at"]
+    if status == "ringing":
+        return "customer ringing", None
+    return "dialling", None
+
+
+def wait_and_talk(call):
+    """Seconds the customer waited on hold for an agent, and the agent and customer talked (None: not at all).
+
+    Counted to now for a call still going. Calls from before the agent leg was reported on have
+    no agent-answer time: their talk time is Twilio's duration when an agent took them.
+    """
+    end = call["ended_at"] or utcnow()
+    agent_answered = call.get("agent_answered_at")
+    wait = talk = None
+    if call["answered_at"]:
+        wait = _seconds_between(call["answered_at"], agent_answered or end)
+    if agent_answered:
+        talk = _seconds_between(agent_answered, end)
+    elif call["dial_result"] == "completed":
+        talk, wait = call["duration"], None
+    return wait, talk
 
 
 def status_label(status):

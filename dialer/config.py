@@ -51,6 +51,11 @@ class Config:
     SANDBOX_CALLBACK_CHAOS = False
     SANDBOX_CREATE_DEMO_AGENT = True
 
+    # Live updates (/events): a comment this often keeps proxies from closing an idle stream; a
+    # stream ends after this long and the browser resumes it at once (its sign-in checked again).
+    EVENTS_KEEPALIVE_SECONDS = 15
+    EVENTS_STREAM_SECONDS = 300
+
     WTF_CSRF_TIME_LIMIT = None  # a token lasts as long as the session: agents keep the page open all shift
 
     # Sign-in. Sessions end server-side after this long without a request, or this long after

@@ -2,12 +2,13 @@
 import os
 import queue
 import sqlite3
+import sys
 import threading
 from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from flask import current_app
+from flask import current_app, g
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -48,20 +49,70 @@ def one(db, sql, args):
     return dict(zip([c[0] for c in cursor.description], row)) if row else None
 
 
+class _Pool:
+    """This process's open connections to one database file, lent to one request at a time.
+
+    A connection is opened once and reused (opening costs four PRAGMAs); under gevent a request is
+    a greenlet, so a per-thread connection would be a new connection per request.
+    """
+
+    KEEP = 32
+
+    def __init__(self, path):
+        self.path = path
+        self.pid = os.getpid()
+        self.idle = []
+        self.lock = threading.Lock()
+
+    def take(self):
+        with self.lock:
+            if self.pid != os.getpid():  # forked: the parent's connections are not ours to use
+                self.idle, self.pid = [], os.getpid()
+            if self.idle:
+                return self.idle.pop()
+        return connect(self.path)
+
+    def give(self, db):
+        if db.conn.in_transaction:  # a request that failed half-way
+            db.conn.rollback()
+        with self.lock:
+            if self.pid == os.getpid() and len(self.idle) < self.KEEP:
+                self.idle.append(db)
+                return
+        db.conn.close()
+
+
 def get_db():
-    """This thread's connection to the app's database, opened once and reused by every request."""
-    local = current_app.extensions["dialer_db"]
-    db = getattr(local, "db", None)
+    """The app's database for this request (or app context): a pooled connection, given back at teardown."""
+    db = g.get("_dialer_db")
     if db is None:
-        db = local.db = connect(current_app.config["DATABASE"])
+        db = g._dialer_db = current_app.extensions["dialer_db"].take()
     return db
 
 
 def end_request(exc=None):
-    """A request that failed half-way must not leave its thread's connection inside a transaction."""
-    db = getattr(current_app.extensions["dialer_db"], "db", None)
-    if db is not None and db.conn.in_transaction:
-        db.conn.rollback()
+    """Give the connection back; a request that failed half-way must not leave it in a transaction."""
+    db = g.pop("_dialer_db", None)
+    if db is not None:
+        current_app.extensions["dialer_db"].give(db)
+
+
+def blocking(fn, *args):
+    """Run `fn(*args)` where a slow SQLite call (an fsync) stops nothing else.
+
+    Under gunicorn's gevent worker every request and event stream shares one OS thread, so
+    `fn` runs on gevent's pool of real threads (sqlite3 lets go of the GIL while it works)
+    and only the calling greenlet waits. Elsewhere it simply runs here.
+    """
+    if _gevent_patched():
+        import gevent
+        return gevent.get_hub().threadpool.apply(fn, args)
+    return fn(*args)
+
+
+def _gevent_patched():
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
 
 
 @contextmanager
@@ -112,6 +163,7 @@ class _Batcher:
     callers that arrive while a transaction commits share the next one: one BEGIN, one COMMIT
     and one fsync for the lot, and no thread of the server sleeps on SQLite's write lock. When a
     write fails, the batch is undone and each write retried alone: only its own caller gets the error.
+    Under gevent the "thread" is a greenlet and its SQLite work runs on a real thread (`blocking`).
     """
 
     MAX_BATCH = 200
@@ -129,7 +181,6 @@ class _Batcher:
         return done.result()
 
     def _run(self):
-        db = self.db
         while True:
             batch = [self.queue.get()]
             while len(batch) < self.MAX_BATCH:
@@ -137,55 +188,54 @@ class _Batcher:
                     batch.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
-            writes = [item for item in batch if not self._answered_by_reading(db, item)]
+            # Outcomes are settled here, never on the pool thread: futures belong to this thread.
+            outcomes = blocking(self._read_all, batch)
+            writes = [index for index, outcome in enumerate(outcomes) if outcome is None]
             if writes:
-                self._commit(db, writes)
+                with _lock_for(self.path):
+                    committed = blocking(self._commit, [batch[index] for index in writes])
+                for index, outcome in zip(writes, committed):
+                    outcomes[index] = outcome
+            for (*_, done), (ok, value) in zip(batch, outcomes):
+                done.set_result(value) if ok else done.set_exception(value)
 
-    @staticmethod
-    def _answered_by_reading(db, item):
-        """Outside any transaction: a write that `read` says is not needed never takes the lock."""
-        read, _, args, done = item
-        if read is None:
-            return False
-        try:
-            answer = read(db, *args)
-        except Exception as error:
-            done.set_exception(error)
-            return True
-        if answer is None:
-            return False
-        done.set_result(answer)
-        return True
+    def _read_all(self, batch):
+        """Outside any transaction: (True, answer) for a write `read` says is not needed, else None."""
+        outcomes = []
+        for read, _, args, _ in batch:
+            try:
+                answer = read(self.db, *args) if read else None
+            except Exception as error:
+                outcomes.append((False, error))
+                continue
+            outcomes.append(None if answer is None else (True, answer))
+        return outcomes
 
-    def _commit(self, db, batch):
+    def _commit(self, batch):
         """All of the batch in one transaction; if a write fails, each is retried in its own."""
         try:
-            results = self._transaction(db, batch)
+            return [(True, result) for result in self._transaction(batch)]
         except Exception:
+            outcomes = []
             for item in batch:  # rare: find the one that failed; the others still commit
-                self._commit_alone(db, item)
-            return
-        for result, (*_, done) in zip(results, batch):
-            done.set_result(result)
+                try:
+                    [result] = self._transaction([item])
+                except Exception as error:
+                    outcomes.append((False, error))
+                else:
+                    outcomes.append((True, result))
+            return outcomes
 
-    def _commit_alone(self, db, item):
+    def _transaction(self, batch):
+        db = self.db
+        db.conn.execute("BEGIN IMMEDIATE")
         try:
-            [result] = self._transaction(db, [item])
-        except Exception as error:
-            item[-1].set_exception(error)
-        else:
-            item[-1].set_result(result)
-
-    def _transaction(self, db, batch):
-        with _lock_for(self.path):
-            db.conn.execute("BEGIN IMMEDIATE")
-            try:
-                results = [write(db, *args) for _, write, args, _ in batch]
-                db.conn.execute("COMMIT")
-            except BaseException:
-                if db.conn.in_transaction:
-                    db.conn.rollback()
-                raise
+            results = [write(db, *args) for _, write, args, _ in batch]
+            db.conn.execute("COMMIT")
+        except BaseException:
+            if db.conn.in_transaction:
+                db.conn.rollback()
+            raise
         return results
 
 
@@ -230,7 +280,7 @@ def init_app(app):
         migrations.apply(db)
     finally:
         db.conn.close()
-    app.extensions["dialer_db"] = threading.local()
+    app.extensions["dialer_db"] = _Pool(os.path.abspath(app.config["DATABASE"]))
     app.teardown_appcontext(end_request)
 
 
@@ -307,3 +357,21 @@ def m004_call_attempts(db):
     # already placed instead of ringing the customer again.
     db["calls"].add_column("attempt_key", str)
     db.execute("CREATE UNIQUE INDEX idx_calls_attempt ON calls (agent_id, attempt_key) WHERE attempt_key IS NOT NULL")
+
+
+@migrations()
+def m005_events(db):
+    # What people watch live (see live.py): one row per change of a call or an agent, written in
+    # the transaction of the change; its id is the event stream's `id:`, so a reconnect resumes.
+    db["events"].create({
+        "id": int, "created_at": str, "topic": str, "subject_id": int, "agent_id": int, "data": str,
+    }, pk="id", not_null={"created_at", "topic", "subject_id", "data"})
+    db["events"].create_index(["agent_id", "id"])
+
+
+@migrations()
+def m006_agent_leg(db):
+    # The agent's leg as its own <Client> status callbacks tell it: whether the agent's phone is
+    # ringing and when the agent answered, so the panel can tell "waiting for you" from "talking".
+    db["calls"].add_column("agent_status", str)
+    db["calls"].add_column("agent_answered_at", str)

@@ -1,5 +1,5 @@
 """Template filters: how statuses, numbers, durations and times read to a person."""
-from datetime import datetime
+from datetime import datetime, timezone
 
 from . import calls, numbers
 
@@ -23,7 +23,18 @@ def when(iso):
         return iso
 
 
+def elapsed(iso):
+    """Time since an ISO UTC moment, as `duration` writes it (the page's script keeps it running)."""
+    try:
+        since = datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return "—"
+    return duration(max(0, (datetime.now(timezone.utc) - since).total_seconds()))
+
+
 def init_app(app):
     app.jinja_env.filters.update(
-        status_label=calls.status_label, outcome=calls.outcome, phone=numbers.display, duration=duration, when=when)
-    app.jinja_env.globals.update(is_terminal=calls.is_terminal)
+        status_label=calls.status_label, outcome=calls.outcome, phone=numbers.display, duration=duration, when=when,
+        elapsed=elapsed)
+    app.jinja_env.globals.update(is_terminal=calls.is_terminal, live_state=calls.live_state,
+                                 wait_and_talk=calls.wait_and_talk)

@@ -127,7 +127,9 @@ def _customer_to_agent_twiml(call):
             action=public_url("twiml.dial_result", call=_CALL),
             recording_status_callback=public_url("twiml.recording", call=_CALL),
         )
-        client = dial.client()
+        # The agent's leg reports ringing and answered too: the panel tells "waiting for you" from "talking".
+        client = dial.client(status_callback=public_url("twiml.status", call=_CALL, leg="agent"),
+                             status_callback_event="ringing answered completed")
         client.identity(_IDENTITY)
         client.parameter(name="call_id", value=_CALL)
         client.parameter(name="customer", value=_CUSTOMER)
@@ -158,8 +160,8 @@ def _callback(source):
 
 @bp.route("/status", methods=["POST"])
 def status():
-    """Call progress callbacks of the customer's leg."""
-    return _callback("status")
+    """Call progress callbacks of the customer's leg, or with ?leg=agent of the agent's <Client> leg."""
+    return _callback("agent" if request.args.get("leg") == "agent" else "status")
 
 
 @bp.route("/recording", methods=["POST"])

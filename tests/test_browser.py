@@ -35,7 +35,7 @@ def call_customer(page, number):
 
 
 def panel_status(page):
-    return page.locator("#call-area .call-status")
+    return page.locator("#live-calls .live-call").first
 
 
 @pytest.fixture
@@ -115,7 +115,8 @@ def test_agent_rejects_and_the_customer_hears_the_fallback(app, agent_page, db):
     expect(agent_page.locator("#incoming-from")).to_contain_text("+442079460000")
     agent_page.get_by_role("button", name="Reject").click()
     expect(panel_status(agent_page)).to_have_attribute("data-status", "completed", timeout=10_000)
-    expect(panel_status(agent_page)).to_contain_text("Agent leg")
+    expect(panel_status(agent_page)).to_contain_text("missed by agent")
+    expect(panel_status(agent_page)).not_to_contain_text("talked")  # the customer only heard the hold message
     call = list(db["calls"].rows)[0]
     assert (call["status"], call["dial_result"]) == ("completed", "busy")
     assert app.extensions["sandbox"].calls[call["customer_call_sid"]].heard[-1] == FALLBACK

@@ -38,10 +38,18 @@ def test_gunicorn_serves_the_sandbox_and_a_call_goes_through(tmp_path):
         token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', session.get(f"{base}/login").text).group(1)
         assert session.post(f"{base}/login", data={"username": "demo", "password": password, "csrf_token": token}).ok
         token = re.search(r'"X-CSRFToken": "([^"]+)"', session.get(f"{base}/").text).group(1)
+        events = session.get(f"{base}/events", stream=True, timeout=10)  # as the page's stream does
+        assert events.headers["Content-Type"].startswith("text/event-stream")
         placed = session.post(f"{base}/calls", data={"to": "020 7946 0001", "csrf_token": token},
                               headers={"HX-Request": "true"})
-        call_id = re.search(r'data-call-id="(\d+)"', placed.text).group(1)
-        wait_for(lambda: 'data-status="busy"' in session.get(f"{base}/?call={call_id}", headers={"HX-Request": "true"}).text)
+        call_id = re.search(r'<article id="call-(\d+)"', placed.text).group(1)
+        message = ""
+        for line in events.iter_lines(decode_unicode=True):  # the busy call arrives on the stream
+            message = "" if not line else message + line
+            if f'id="call-{call_id}"' in message and 'data-status="busy"' in message:
+                break
+        events.close()
+        assert 'data-status="busy"' in session.get(f"{base}/?call={call_id}", headers={"HX-Request": "true"}).text
     finally:
         proc.terminate()
         proc.wait(timeout=10)

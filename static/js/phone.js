@@ -90,9 +90,21 @@
     await device.register();
   }
 
+  // Calls this tab placed: only these are answered without a click. Another tab of the same agent
+  // shows the call too (the event stream), but must not take it.
+  const placedHere = new Set();
+  const shownCall = new URLSearchParams(location.search).get("call");  // after a plain form post's redirect
+  if (shownCall) placedHere.add(shownCall);
+  document.addEventListener("htmx:after:swap", (event) => {
+    const request = event.detail.ctx && event.detail.ctx.request;
+    const form = document.querySelector("#dialer form");
+    if (!request || !request.action || !form || new URL(request.action, location.href).pathname !== new URL(form.action).pathname) return;
+    for (const call of document.querySelectorAll("#live-calls [data-live]")) placedHere.add(call.id.replace("call-", ""));
+  });
+
   function placedByMe(call) {
     const id = call.customParameters.get("call_id");
-    return id && document.querySelector(`[data-placed-call="${CSS.escape(id)}"]`);
+    return id && placedHere.has(id) && document.querySelector(`#call-${CSS.escape(id)}[data-live]`);
   }
 
   function onIncoming(call) {

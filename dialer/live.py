@@ -1,0 +1,215 @@
+"""Live updates, in one place: the events table, one hub per process, and the `/events` stream.
+
+A change a person should see is written as an `events` row in the transaction of the change
+(`publish_call`). Each process runs one hub thread that polls SQLite's `PRAGMA data_version` (it
+moves when any other connection, of any process, commits), reads the new rows once, renders each
+as the fragment the pages show, and hands it to the open streams that may see it. A message
+carries the whole current state of one call, so a repeat or a replay is harmless.
+"""
+import json
+import os
+import queue
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+from flask import Blueprint, Response, current_app, request
+from flask_login import current_user, login_required
+from jinja2_fragments.flask import render_block
+
+from .db import connect, get_db, utcnow
+
+bp = Blueprint("live", __name__)
+
+POLL_SECONDS = 0.05  # how often a hub asks SQLite whether anything was committed
+REPLAY_LIMIT = 500  # a reconnect that missed more than this gets a fresh snapshot instead
+RECENT = timedelta(minutes=15)  # a snapshot includes calls that ended this recently
+# Columns a watcher never needs (the form's one-submit key) or must not see.
+PRIVATE_COLUMNS = ("attempt_key",)
+
+
+# --- writing -------------------------------------------------------------------------------
+
+def publish_call(db, call):
+    """Inside the transaction that changed `call`: an event with its whole current state."""
+    data = {key: value for key, value in call.items() if key not in PRIVATE_COLUMNS}
+    db.execute("INSERT INTO events (created_at, topic, subject_id, agent_id, data) VALUES (?, 'call', ?, ?, ?)",
+               [utcnow(), call["id"], call["agent_id"], json.dumps(data)])
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+def render_call(call):
+    """A call as the SSE message's HTML: the dialer panel's own block, swapped in by id (morph)."""
+    return render_block("dialing/index.html", "live_call", call=call, oob=True)
+
+
+def message(event_id, html):
+    """One SSE message: `id:` then the HTML, one `data:` line per line."""
+    lines = "".join(f"data: {line.strip()}\n" for line in html.splitlines() if line.strip())
+    return f"id: {event_id}\n{lines}\n"
+
+
+# --- the hub -------------------------------------------------------------------------------
+
+class Stream:
+    """One open `/events` response: who it is for, and the messages waiting for it."""
+
+    def __init__(self, agent_id, supervisor):
+        self.agent_id = agent_id
+        self.supervisor = supervisor
+        self.queue = queue.Queue()
+
+    def may_see(self, agent_id):
+        return self.supervisor or agent_id == self.agent_id
+
+
+class Hub:
+    """This process's one reader of the events table, fanning new rows out to its streams."""
+
+    def __init__(self, app):
+        self.app = app
+        self.pid = os.getpid()
+        self.streams = set()
+        self.lock = threading.Lock()
+        self.db = connect(app.config["DATABASE"])
+        self.last_id = self.db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        self.thread = threading.Thread(target=self._run, name="dialer-hub", daemon=True)
+        self.thread.start()
+
+    def subscribe(self, stream):
+        with self.lock:
+            self.streams.add(stream)
+
+    def unsubscribe(self, stream):
+        with self.lock:
+            self.streams.discard(stream)
+
+    def _run(self):
+        version = None
+        while True:
+            time.sleep(POLL_SECONDS)
+            try:
+                now = self.db.execute("PRAGMA data_version").fetchone()[0]
+                if now != version:
+                    version = now
+                    self._deliver_new_rows()
+            except Exception:  # a locked or busy moment: the next poll tries again
+                self.app.logger.exception("event hub: reading new events failed")
+
+    def _deliver_new_rows(self):
+        rows = self.db.execute("SELECT id, topic, agent_id, data FROM events WHERE id > ? ORDER BY id",
+                               [self.last_id]).fetchall()
+        if not rows:
+            return
+        with self.app.test_request_context(base_url=self.app.config["PUBLIC_BASE_URL"]):
+            for event_id, topic, agent_id, data in rows:
+                text = message(event_id, render_call(json.loads(data)))
+                with self.lock:
+                    streams = [stream for stream in self.streams if stream.may_see(agent_id)]
+                for stream in streams:
+                    stream.queue.put((event_id, text))
+                self.last_id = event_id
+
+
+def hub(app):
+    """The process's hub, started on first use (and again in a forked worker)."""
+    found = app.extensions.get("dialer_hub")
+    if found is None or found.pid != os.getpid():
+        with _hub_guard:
+            found = app.extensions.get("dialer_hub")
+            if found is None or found.pid != os.getpid():
+                found = app.extensions["dialer_hub"] = Hub(app)
+    return found
+
+
+_hub_guard = threading.Lock()
+
+
+# --- what a stream starts with ---------------------------------------------------------------
+
+def snapshot_calls(db, agent_id, supervisor):
+    """The calls a page shows live: those not ended, and those that ended in the last few minutes."""
+    from . import calls
+    now = datetime.now(timezone.utc)
+    terminal = ", ".join("?" * len(calls.TERMINAL))
+    where = "calls.created_at > ? AND (calls.status NOT IN ({}) OR calls.ended_at > ?)".format(terminal)
+    args = [(now - calls.LONGEST_CALL).isoformat(timespec="seconds"), *calls.TERMINAL,
+            (now - RECENT).isoformat(timespec="seconds")]
+    if not supervisor:
+        where += " AND calls.agent_id = ?"
+        args.append(agent_id)
+    return list(db.query(
+        "SELECT calls.*, agents.identity AS agent_identity, coalesce(agents.display_name, agents.username) "
+        f"AS agent_name FROM calls LEFT JOIN agents ON agents.id = calls.agent_id WHERE {where} "
+        "ORDER BY calls.created_at, calls.id", args))
+
+
+def _missed_events(db, after, agent_id, supervisor):
+    """The events after `after` this user may see, latest state per call; None if a snapshot is due."""
+    first, last = db.execute("SELECT min(id), max(id) FROM events").fetchone()
+    if last is None or after > last or (first is not None and after < first - 1):
+        return None  # from another database, or older than what is kept
+    rows = db.execute(
+        "SELECT id, subject_id, data FROM events WHERE id > ? AND (? OR agent_id = ?) ORDER BY id LIMIT ?",
+        [after, supervisor, agent_id, REPLAY_LIMIT + 1]).fetchall()
+    if len(rows) > REPLAY_LIMIT:
+        return None
+    latest = {}
+    for event_id, subject_id, data in rows:
+        latest.pop(subject_id, None)
+        latest[subject_id] = (event_id, json.loads(data))
+    return list(latest.values())
+
+
+def _last_event_id():
+    """The Last-Event-ID the browser sent (a whole number), or None."""
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+
+
+@bp.route("/events")
+@login_required
+def events():
+    """Server-sent events: the user's calls (a supervisor: everyone's), resumable with Last-Event-ID."""
+    cfg = current_app.config
+    stream = Stream(current_user.id, current_user.is_supervisor)
+    the_hub = hub(current_app._get_current_object())
+    the_hub.subscribe(stream)  # before reading what to start with: nothing falls between the two
+    db = get_db()
+    try:
+        upto = db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        after = _last_event_id()
+        missed = None if after is None else _missed_events(db, after, stream.agent_id, stream.supervisor)
+        if missed is None:
+            first = [message(upto, render_call(call)) for call in snapshot_calls(db, stream.agent_id, stream.supervisor)]
+            first.append(f"id: {upto}\n\n")  # where a reconnect resumes, even when there was nothing to show
+        else:
+            first = [message(event_id, render_call(call)) for event_id, call in missed]
+            upto = max([upto, *(event_id for event_id, _ in missed)])
+    except Exception:
+        the_hub.unsubscribe(stream)
+        raise
+    keepalive, lifetime = cfg["EVENTS_KEEPALIVE_SECONDS"], cfg["EVENTS_STREAM_SECONDS"]
+
+    def generate():
+        try:
+            yield "retry: 1000\n\n"
+            yield from first
+            sent = upto
+            ends = time.monotonic() + lifetime
+            while time.monotonic() < ends:
+                try:
+                    event_id, text = stream.queue.get(timeout=min(keepalive, max(0.01, ends - time.monotonic())))
+                except queue.Empty:
+                    yield ": keep-alive\n\n"
+                    continue
+                if event_id > sent:  # the start covered everything up to `upto`
+                    sent = event_id
+                    yield text
+            # The browser reconnects at once with Last-Event-ID: the sign-in is checked again.
+        finally:
+            the_hub.unsubscribe(stream)
+
+    return Response(generate(), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

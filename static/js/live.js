@@ -1,0 +1,64 @@
+// What the page's event stream (#live, htmx's hx-sse) needs besides swapping: calls it has not
+// shown yet, running timers, a banner when the stream is cut, and a question before leaving mid-call.
+(function () {
+  "use strict";
+  const live = document.getElementById("live");
+  const banner = document.getElementById("connection");
+  if (!live) return;
+
+  function say(text) {
+    banner.textContent = text;
+    banner.hidden = !text;
+  }
+
+  // A message morphs elements in by id; one this page has not shown yet gets an empty place first,
+  // in the list its data-upsert names, if that list is on this page and for this agent.
+  live.addEventListener("htmx:sse:before:message", (event) => {
+    const data = event.detail.message.data;
+    if (!data) return;
+    const parsed = document.createRange().createContextualFragment(data);
+    for (const element of parsed.children) {
+      if (!element.id || document.getElementById(element.id)) continue;
+      const list = element.dataset.upsert && document.querySelector(element.dataset.upsert);
+      if (!list || (list.dataset.agent && list.dataset.agent !== element.dataset.agent)) continue;
+      const place = document.createElement(element.tagName);
+      place.id = element.id;
+      list.prepend(place);
+    }
+  });
+
+  live.addEventListener("htmx:sse:after:connection", () => say(""));
+  live.addEventListener("htmx:sse:error", (event) => {
+    if (event.detail.status === 401) {
+      say("Your session has ended. Sign in again to see your calls live (your phone keeps working until you reload).");
+    } else {
+      say("The connection to the dialer was lost. Reconnecting… what you see may be out of date.");
+    }
+  });
+  // The first connection is an ordinary htmx request: a 401 there means the session already ended.
+  live.addEventListener("htmx:after:request", (event) => {
+    const status = event.detail.ctx && event.detail.ctx.response && event.detail.ctx.response.status;
+    if (status === 401) say("Your session has ended. Sign in again to see your calls live.");
+  });
+
+  // Timers run here between messages; the server's next message sets the truth again.
+  function tick() {
+    const now = Date.now();
+    for (const timer of document.querySelectorAll("time[data-since]")) {
+      const seconds = Math.max(0, Math.floor((now - Date.parse(timer.dataset.since)) / 1000));
+      const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+      const text = h ? `${h}:${String(m).padStart(2, "0")}:${String(s).padStart(2, "0")}` : `${m}:${String(s).padStart(2, "0")}`;
+      if (timer.textContent !== text) timer.textContent = text;
+    }
+  }
+  setInterval(tick, 1000);
+  tick();
+
+  // Leaving mid-call drops the agent's side of it: ask first.
+  window.addEventListener("beforeunload", (event) => {
+    if (document.querySelector("#live-calls [data-live]")) {
+      event.preventDefault();
+      event.returnValue = "";
+    }
+  });
+})();

@@ -1,0 +1,215 @@
+"""The event stream (/events): who may listen, what a connection starts with, what it carries, resuming."""
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dialer import calls, params
+from dialer.live import hub
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def app_config():
+    # The stream yields a keep-alive this often, so a test reading it never blocks for long.
+    return {"EVENTS_KEEPALIVE_SECONDS": 0.05}
+
+
+class Events:
+    """An open /events response, read message by message as a browser's EventSource would."""
+
+    def __init__(self, response):
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.mimetype == "text/event-stream"
+        self.response = response
+        self.chunks = iter(response.response)
+        self.buffer = ""
+        self.messages = []  # (id, data) in arrival order
+
+    def read_until(self, predicate, timeout=5.0):
+        """Read messages until predicate(messages) holds; return the messages read so far."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.messages):
+            assert time.monotonic() < deadline, f"timed out; got {self.messages}"
+            chunk = next(self.chunks)
+            self.buffer += chunk.decode() if isinstance(chunk, bytes) else chunk
+            *complete, self.buffer = self.buffer.split("\n\n")
+            for block in complete:
+                fields = [line.split(": ", 1) for line in block.splitlines() if line and not line.startswith(":")]
+                ids = [value for name, value in fields if name == "id"]
+                data = "\n".join(value for name, value in fields if name == "data")
+                if ids or data:
+                    self.messages.append((int(ids[-1]) if ids else None, data))
+        return self.messages
+
+    def read_for(self, seconds):
+        """Everything that arrives in the next `seconds` (keep-alives come every 50 ms)."""
+        deadline = time.monotonic() + seconds
+        self.read_until(lambda _: time.monotonic() > deadline, timeout=seconds + 5)
+        return self.messages
+
+    def calls(self):
+        """The ids of the calls the messages so far carried."""
+        return [int(n) for _, data in self.messages for n in re.findall(r'<article id="call-(\d+)"', data)]
+
+    def close(self):
+        self.response.close()
+
+
+def open_events(client, last_event_id=None):
+    headers = {"HX-Request": "true", "Accept": "text/html, text/event-stream"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    return Events(client.get("/events", headers=headers, buffered=False))
+
+
+def agent_id(db, username):
+    return db.execute("SELECT id FROM agents WHERE username = ?", [username]).fetchone()[0]
+
+
+def status(db, call, value, **extra):
+    """A status change as the webhook would apply it (the same function, the same transaction)."""
+    callback = params.read({"CallStatus": value, "CallSid": "CA" + "1" * 32, **extra})
+    return calls.apply_event(db, call["id"], "status", callback)[0]
+
+
+@pytest.fixture
+def people(app, auth, db):
+    auth.create("alice")
+    auth.create("bob")
+    auth.create("sue", supervisor=True)
+    return {name: agent_id(db, name) for name in ("alice", "bob", "sue")}
+
+
+def test_signed_out_requests_are_refused_with_401_and_no_redirect_into_the_page(client):
+    response = client.get("/events", headers={"HX-Request": "true"})
+    assert response.status_code == 401
+    assert "HX-Redirect" not in response.headers  # the page shows a banner and keeps the phone
+    assert "session has ended" in response.get_data(as_text=True)
+
+
+def test_a_new_stream_starts_with_a_snapshot_of_the_users_own_live_calls(client, auth, db, people):
+    mine = calls.create_call(db, people["alice"], "+442079460000")
+    theirs = calls.create_call(db, people["bob"], "+442079460001")
+    auth.login("alice")
+    events = open_events(client)
+    messages = events.read_until(lambda m: any(data == "" for _, data in m))  # the snapshot ends with an id alone
+    assert events.calls() == [mine["id"]] and theirs["id"] not in events.calls()
+    assert 'hx-swap-oob="outerMorph"' in messages[0][1] and "dialling" in messages[0][1]
+    newest = db.execute("SELECT max(id) FROM events").fetchone()[0]
+    assert messages[-1] == (newest, "")
+    events.close()
+
+
+def test_a_change_reaches_the_stream_with_the_calls_whole_state(client, auth, db, people):
+    call = calls.create_call(db, people["alice"], "+442079460000")
+    auth.login("alice")
+    events = open_events(client)
+    events.read_until(lambda m: any(data == "" for _, data in m))
+    before = len(events.messages)
+    status(db, call, "ringing")
+    status(db, call, "in-progress")
+    messages = events.read_until(lambda m: len(m) >= before + 2)
+    ids = [event_id for event_id, _ in messages[before:]]
+    assert ids == sorted(ids) and len(set(ids)) == 2
+    assert "customer ringing" in messages[before][1]
+    assert "customer waiting for you" in messages[before + 1][1] and 'data-since="' in messages[before + 1][1]
+    events.close()
+
+
+def test_an_agents_stream_never_carries_another_agents_call(client, auth, db, people):
+    alices = calls.create_call(db, people["alice"], "+442079460000")
+    auth.login("bob")
+    events = open_events(client)
+    for value in ("initiated", "ringing", "in-progress", "completed"):
+        status(db, alices, value)
+    bobs = calls.create_call(db, people["bob"], "+442079460001")  # after all of Alice's, in id order
+    events.read_until(lambda _: bobs["id"] in events.calls())
+    assert set(events.calls()) == {bobs["id"]}
+    assert "7946 0000" not in "".join(data for _, data in events.messages)
+    events.close()
+
+
+def test_a_supervisor_gets_every_agents_calls(client, auth, db, people):
+    auth.login("sue")
+    events = open_events(client)
+    alices = calls.create_call(db, people["alice"], "+442079460000")
+    bobs = calls.create_call(db, people["bob"], "+442079460001")
+    events.read_until(lambda _: {alices["id"], bobs["id"]} <= set(events.calls()))
+    events.close()
+
+
+def test_a_stream_cut_and_resumed_with_last_event_id_gets_what_it_missed(client, auth, db, people):
+    call = calls.create_call(db, people["alice"], "+442079460000")
+    auth.login("alice")
+    events = open_events(client)
+    last = events.read_until(lambda m: any(data == "" for _, data in m))[-1][0]
+    events.close()
+
+    status(db, call, "ringing")  # while the browser was away
+    status(db, call, "in-progress")
+    other = calls.create_call(db, people["bob"], "+442079460001")
+    status(db, call, "completed", CallDuration="30")
+
+    resumed = open_events(client, last_event_id=last)
+    messages = resumed.read_until(lambda m: len(m) >= 1)
+    resumed.read_for(0.3)
+    # Only the latest state of each call it missed (each message is whole), none of Bob's.
+    assert resumed.calls() == [call["id"]] and other["id"] not in resumed.calls()
+    assert 'data-status="completed"' in messages[0][1]
+    newest_of_alice = db.execute("SELECT max(id) FROM events WHERE agent_id = ?", [people["alice"]]).fetchone()[0]
+    assert messages[0][0] == newest_of_alice
+    resumed.close()
+
+
+@pytest.mark.parametrize("last_event_id", ["999999", "-1", "abc", "1" * 40])
+def test_a_last_event_id_that_is_not_ours_gets_a_fresh_snapshot(client, auth, db, people, last_event_id):
+    call = calls.create_call(db, people["alice"], "+442079460000")
+    status(db, call, "ringing")
+    auth.login("alice")
+    events = open_events(client, last_event_id=last_event_id)
+    events.read_until(lambda m: any(data == "" for _, data in m))
+    assert events.calls() == [call["id"]]
+    events.close()
+
+
+def test_a_closed_stream_leaves_the_hub(app, client, auth, db, people):
+    auth.login("alice")
+    events = open_events(client)
+    events.read_until(lambda m: len(m) >= 1)
+    assert len(hub(app).streams) == 1
+    events.close()
+    assert len(hub(app).streams) == 0
+
+
+def test_a_change_committed_by_another_process_reaches_the_stream(app, client, auth, db, people):
+    call = calls.create_call(db, people["alice"], "+442079460000")
+    auth.login("alice")
+    events = open_events(client)
+    events.read_until(lambda m: any(data == "" for _, data in m))
+    script = (
+        "import sys\n"
+        "from dialer import calls\n"
+        "from dialer.db import connect\n"
+        "db = connect(sys.argv[1])\n"
+        "calls.apply_event(db, int(sys.argv[2]), 'status', {'CallStatus': 'ringing', 'CallSid': 'CA' + '1' * 32})\n"
+    )
+    subprocess.run([sys.executable, "-c", script, app.config["DATABASE"], str(call["id"])], cwd=ROOT, check=True)
+    messages = events.read_until(lambda m: any("customer ringing" in data for _, data in m))
+    assert messages[-1][0] == db.execute("SELECT max(id) FROM events").fetchone()[0]
+    events.close()
+
+
+def test_a_stream_ends_after_its_lifetime_so_the_sign_in_is_checked_again(app, client, auth, people):
+    app.config["EVENTS_STREAM_SECONDS"] = 0.3
+    auth.login("alice")
+    response = client.get("/events", buffered=False)
+    started = time.monotonic()
+    body = b"".join(response.response)  # ends by itself
+    assert time.monotonic() - started < 5
+    assert body.startswith(b"retry: ")
+    response.close()
