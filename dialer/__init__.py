@@ -31,8 +31,10 @@ def create_app(test_config=None, instance_path=None):
     filters.init_app(app)
     security.init_app(app)
 
-    from . import dialing, history, live, twiml
+    from . import board, dialing, history, live, presence, twiml
     app.register_blueprint(auth.bp)
+    app.register_blueprint(board.bp)
+    app.register_blueprint(presence.bp)
     app.register_blueprint(live.bp)
     app.register_blueprint(dialing.bp)
     app.register_blueprint(history.bp)

@@ -3,7 +3,7 @@ import json
 import math
 from datetime import datetime, timedelta, timezone
 
-from . import live, params
+from . import live, params, presence
 from .db import batched, one, utcnow, writing
 
 TERMINAL = ("completed", "busy", "failed", "no-answer", "canceled")
@@ -56,6 +56,7 @@ def create_call(db, agent_id, customer_number, direction="outbound", extension=N
         record_event(db, call_id, "app", {"action": "created", "To": customer_number}, status="queued")
         call = call_with_identity(db, call_id)
         live.publish_call(db, call)
+        presence.call_started(db, agent_id)
     return call
 
 
@@ -212,6 +213,8 @@ def _apply(db, event, callback):
     if changes:
         db.execute(f"UPDATE calls SET {', '.join(f'{column} = ?' for column in changes)} WHERE id = ?",
                    [*changes.values(), call_id])
+        if is_terminal(changes.get("status")) and call["agent_id"]:
+            presence.call_ended(db, call["agent_id"])
         call = {**call, **changes}
         live.publish_call(db, call)  # in this transaction: watchers see exactly what was committed
     return call, bool(changes)

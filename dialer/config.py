@@ -55,6 +55,11 @@ class Config:
     # stream ends after this long and the browser resumes it at once (its sign-in checked again).
     EVENTS_KEEPALIVE_SECONDS = 15
     EVENTS_STREAM_SECONDS = 300
+    # Presence: wrap-up lasts this long after a call; an agent with no open page for this long is
+    # offline; each process's hub writes heartbeats and sweeps this often.
+    WRAP_UP_SECONDS = 60
+    PRESENCE_OFFLINE_SECONDS = 30
+    PRESENCE_TICK_SECONDS = 5
 
     WTF_CSRF_TIME_LIMIT = None  # a token lasts as long as the session: agents keep the page open all shift
 

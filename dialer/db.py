@@ -375,3 +375,15 @@ def m006_agent_leg(db):
     # ringing and when the agent answered, so the panel can tell "waiting for you" from "talking".
     db["calls"].add_column("agent_status", str)
     db["calls"].add_column("agent_answered_at", str)
+
+
+@migrations()
+def m007_presence(db):
+    # Presence (presence.py): since when and why, the last sign of an open page, and every change.
+    db["agents"].add_column("presence_since", str)
+    db["agents"].add_column("presence_reason", str)
+    db["agents"].add_column("heartbeat_at", str)
+    db["presence_changes"].create({
+        "id": int, "agent_id": int, "presence": str, "reason": str, "created_at": str, "by": str,
+    }, pk="id", foreign_keys=[("agent_id", "agents", "id")], not_null={"agent_id", "presence", "created_at"})
+    db["presence_changes"].create_index(["agent_id", "id"])

@@ -7,7 +7,7 @@ from flask_wtf import FlaskForm
 from wtforms import HiddenField, StringField
 from wtforms.validators import Length, Optional
 
-from . import audit, calls, numbers, telephony
+from . import audit, calls, numbers, presence, telephony
 from .db import get_db, writing
 from .pages import render, wants_fragment
 
@@ -21,7 +21,8 @@ class CallForm(FlaskForm):
 
 
 def _page(form=None, call=None, status=200):
-    return render("dialing/index.html", "dialer", status=status, form=form or CallForm(formdata=None), call=call)
+    return render("dialing/index.html", "dialer", status=status, form=form or CallForm(formdata=None), call=call,
+                  agent=presence.agent_state(get_db(), current_user.id))
 
 
 @bp.route("/")

@@ -1,7 +1,7 @@
 """Template filters: how statuses, numbers, durations and times read to a person."""
 from datetime import datetime, timezone
 
-from . import calls, numbers
+from . import calls, numbers, presence
 
 
 def duration(seconds):
@@ -35,6 +35,6 @@ def elapsed(iso):
 def init_app(app):
     app.jinja_env.filters.update(
         status_label=calls.status_label, outcome=calls.outcome, phone=numbers.display, duration=duration, when=when,
-        elapsed=elapsed)
+        elapsed=elapsed, presence_words=presence.words)
     app.jinja_env.globals.update(is_terminal=calls.is_terminal, live_state=calls.live_state,
                                  wait_and_talk=calls.wait_and_talk)

@@ -17,6 +17,7 @@ from flask import Blueprint, Response, current_app, request
 from flask_login import current_user, login_required
 from jinja2_fragments.flask import render_block
 
+from . import presence
 from .db import connect, get_db, utcnow
 
 bp = Blueprint("live", __name__)
@@ -33,15 +34,42 @@ PRIVATE_COLUMNS = ("attempt_key",)
 def publish_call(db, call):
     """Inside the transaction that changed `call`: an event with its whole current state."""
     data = {key: value for key, value in call.items() if key not in PRIVATE_COLUMNS}
-    db.execute("INSERT INTO events (created_at, topic, subject_id, agent_id, data) VALUES (?, 'call', ?, ?, ?)",
-               [utcnow(), call["id"], call["agent_id"], json.dumps(data)])
+    _publish(db, "call", call["id"], call["agent_id"], data)
+
+
+def publish_agent(db, agent):
+    """Inside the transaction that changed an agent's presence: the agent as watchers see them."""
+    _publish(db, "agent", agent["id"], agent["id"], agent)
+
+
+def _publish(db, topic, subject_id, agent_id, data):
+    db.execute("INSERT INTO events (created_at, topic, subject_id, agent_id, data) VALUES (?, ?, ?, ?, ?)",
+               [utcnow(), topic, subject_id, agent_id, json.dumps(data)])
 
 
 # --- rendering -----------------------------------------------------------------------------
 
-def render_call(call):
-    """A call as the SSE message's HTML: the dialer panel's own block, swapped in by id (morph)."""
-    return render_block("dialing/index.html", "live_call", call=call, oob=True)
+def render(topic, data, supervisor):
+    """An event as the SSE message's HTML: the pages' own blocks, each swapped in by its id (morph).
+
+    Agents get what the dialer shows; supervisors also get the board's row. Ids name the call or
+    the agent, so an element only lands where that very call or agent is shown.
+    """
+    if topic == "call":
+        html = render_block("dialing/index.html", "live_call", call=data, oob=True)
+        if supervisor:
+            html += render_block("board/index.html", "board_call", call=data, oob=True)
+    else:
+        html = render_block("dialing/index.html", "my_presence", agent=data, oob=True)
+        if supervisor:
+            html += render_block("board/index.html", "agent_row", agent=data, oob=True)
+    return html
+
+
+def render_counts(db):
+    """The board's counts of today, for supervisors' streams after calls changed."""
+    from . import board
+    return render_block("board/index.html", "counts", counts=board.todays_counts(db), oob=True)
 
 
 def message(event_id, html):
@@ -87,6 +115,7 @@ class Hub:
 
     def _run(self):
         version = None
+        next_tick = 0
         while True:
             time.sleep(POLL_SECONDS)
             try:
@@ -94,6 +123,11 @@ class Hub:
                 if now != version:
                     version = now
                     self._deliver_new_rows()
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + self.app.config["PRESENCE_TICK_SECONDS"]
+                    with self.lock:
+                        watched = sorted({stream.agent_id for stream in self.streams})
+                    presence.run_tick(self.app, self.db, watched)
             except Exception:  # a locked or busy moment: the next poll tries again
                 self.app.logger.exception("event hub: reading new events failed")
 
@@ -103,13 +137,22 @@ class Hub:
         if not rows:
             return
         with self.app.test_request_context(base_url=self.app.config["PUBLIC_BASE_URL"]):
+            with self.lock:
+                streams = list(self.streams)
             for event_id, topic, agent_id, data in rows:
-                text = message(event_id, render_call(json.loads(data)))
-                with self.lock:
-                    streams = [stream for stream in self.streams if stream.may_see(agent_id)]
+                state = json.loads(data)
+                texts = {}  # rendered once per audience, whatever the number of streams
                 for stream in streams:
-                    stream.queue.put((event_id, text))
+                    if stream.may_see(agent_id):
+                        if stream.supervisor not in texts:
+                            texts[stream.supervisor] = message(event_id, render(topic, state, stream.supervisor))
+                        stream.queue.put((event_id, texts[stream.supervisor]))
                 self.last_id = event_id
+            supervisors = [stream for stream in streams if stream.supervisor]
+            if supervisors and any(topic == "call" for _, topic, _, _ in rows):
+                text = message(self.last_id, render_counts(self.db))
+                for stream in supervisors:
+                    stream.queue.put((self.last_id, text))
 
 
 def hub(app):
@@ -151,15 +194,27 @@ def _missed_events(db, after, agent_id, supervisor):
     if last is None or after > last or (first is not None and after < first - 1):
         return None  # from another database, or older than what is kept
     rows = db.execute(
-        "SELECT id, subject_id, data FROM events WHERE id > ? AND (? OR agent_id = ?) ORDER BY id LIMIT ?",
+        "SELECT id, topic, subject_id, data FROM events WHERE id > ? AND (? OR agent_id = ?) ORDER BY id LIMIT ?",
         [after, supervisor, agent_id, REPLAY_LIMIT + 1]).fetchall()
     if len(rows) > REPLAY_LIMIT:
         return None
     latest = {}
-    for event_id, subject_id, data in rows:
-        latest.pop(subject_id, None)
-        latest[subject_id] = (event_id, json.loads(data))
+    for event_id, topic, subject_id, data in rows:
+        latest.pop((topic, subject_id), None)  # re-inserted: in the order of each one's last change
+        latest[topic, subject_id] = (event_id, topic, json.loads(data))
     return list(latest.values())
+
+
+def _start(db, stream, upto):
+    """A fresh stream's first messages: the current state of everything it shows."""
+    from . import board
+    first = [message(upto, render("call", call, stream.supervisor))
+             for call in snapshot_calls(db, stream.agent_id, stream.supervisor)]
+    agents = board.agents(db) if stream.supervisor else [presence.agent_state(db, stream.agent_id)]
+    first += [message(upto, render("agent", agent, stream.supervisor)) for agent in agents]
+    if stream.supervisor:
+        first.append(message(upto, render_counts(db)))
+    return first
 
 
 def _last_event_id():
@@ -182,11 +237,12 @@ def events():
         after = _last_event_id()
         missed = None if after is None else _missed_events(db, after, stream.agent_id, stream.supervisor)
         if missed is None:
-            first = [message(upto, render_call(call)) for call in snapshot_calls(db, stream.agent_id, stream.supervisor)]
-            first.append(f"id: {upto}\n\n")  # where a reconnect resumes, even when there was nothing to show
+            first = _start(db, stream, upto)
         else:
-            first = [message(event_id, render_call(call)) for event_id, call in missed]
-            upto = max([upto, *(event_id for event_id, _ in missed)])
+            first = [message(event_id, render(topic, state, stream.supervisor)) for event_id, topic, state in missed]
+            if stream.supervisor and missed:
+                first.append(message(upto, render_counts(db)))
+        first.append(f"id: {upto}\n\n")  # where a reconnect resumes, even when there was nothing to show
     except Exception:
         the_hub.unsubscribe(stream)
         raise
@@ -196,7 +252,6 @@ def events():
         try:
             yield "retry: 1000\n\n"
             yield from first
-            sent = upto
             ends = time.monotonic() + lifetime
             while time.monotonic() < ends:
                 try:
@@ -204,8 +259,7 @@ def events():
                 except queue.Empty:
                     yield ": keep-alive\n\n"
                     continue
-                if event_id > sent:  # the start covered everything up to `upto`
-                    sent = event_id
+                if event_id > upto:  # the start covered everything up to `upto`
                     yield text
             # The browser reconnects at once with Last-Event-ID: the sign-in is checked again.
         finally:

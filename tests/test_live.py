@@ -156,13 +156,15 @@ def test_a_stream_cut_and_resumed_with_last_event_id_gets_what_it_missed(client,
     status(db, call, "completed", CallDuration="30")
 
     resumed = open_events(client, last_event_id=last)
-    messages = resumed.read_until(lambda m: len(m) >= 1)
-    resumed.read_for(0.3)
+    resumed.read_until(lambda m: any(data == "" for _, data in m))
     # Only the latest state of each call it missed (each message is whole), none of Bob's.
     assert resumed.calls() == [call["id"]] and other["id"] not in resumed.calls()
-    assert 'data-status="completed"' in messages[0][1]
-    newest_of_alice = db.execute("SELECT max(id) FROM events WHERE agent_id = ?", [people["alice"]]).fetchone()[0]
-    assert messages[0][0] == newest_of_alice
+    [(event_id, data)] = [(i, data) for i, data in resumed.messages if 'id="call-' in data]
+    assert 'data-status="completed"' in data
+    newest = db.execute("SELECT max(id) FROM events WHERE topic = 'call' AND agent_id = ?", [people["alice"]]).fetchone()[0]
+    assert event_id == newest
+    # and Alice's presence as it is now: wrap-up after the call
+    assert any('id="presence-%d"' % people["alice"] in data and "wrap-up" in data for _, data in resumed.messages)
     resumed.close()
 
 

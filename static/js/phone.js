@@ -31,6 +31,30 @@
   function show(state, text) {
     stateEl.dataset.state = state;
     stateEl.textContent = text;
+    readiness();
+  }
+
+  // Before an agent may become available: the phone registered (with a fresh token) and a
+  // microphone the browser lets the page use. The presence form carries the answer.
+  let microphone = "unknown";
+  if (navigator.permissions && navigator.permissions.query) {
+    navigator.permissions.query({ name: "microphone" }).then((status) => {
+      microphone = status.state;
+      status.onchange = () => { microphone = status.state; readiness(); };
+      readiness();
+    }).catch(() => {});
+  }
+
+  function readiness() {
+    const missing = [];
+    if (stateEl.dataset.state === "off") missing.push("start the phone");
+    else if (!device || device.state !== "registered") missing.push("the phone is not connected yet");
+    if (microphone === "denied") missing.push("allow the microphone in the address bar");
+    const ready = missing.length === 0;
+    const input = $("phone-ready");
+    if (input) input.value = ready ? "yes" : "";
+    const text = $("phone-readiness");
+    if (text) text.textContent = ready ? "Phone ready: registered, token fresh, microphone allowed." : `Before you become available: ${missing.join("; ")}.`;
   }
 
   async function fetchToken() {
