@@ -3,7 +3,7 @@ import os
 
 bind = os.environ.get("DIALER_BIND", "127.0.0.1:8000")
 # gevent: every page holds an open event stream (/events), and in sandbox mode every browser phone
-# another; a greenlet each costs ~20 KB, where gthread would give each a thread and starve at
+# another; each costs ~37 KB (bench/live.py: 1 000 streams, +18 MB per worker), where gthread would give each a thread and starve at
 # `threads`. SQLite's slow calls (a commit's fsync) run on gevent's pool of real threads (db.blocking).
 worker_class = "gevent"
 workers = int(os.environ.get("DIALER_WORKERS", "1"))
@@ -12,6 +12,9 @@ worker_connections = int(os.environ.get("DIALER_CONNECTIONS", "4000"))  # open s
 # open event streams are then cut, and browsers resume them at once with Last-Event-ID.
 graceful_timeout = 3
 accesslog = "-"
+# gunicorn 27's control socket would be one file per user (~/.gunicorn/gunicorn.ctl) shared by every
+# instance on the machine; the dialer does not use it.
+control_socket_disable = True
 # The Server header: gunicorn 27 sends `Server: gunicorn` (gunicorn.SERVER), without its version, so
 # there is nothing to hide here; the app sets none of its own (gunicorn would send both).
 
