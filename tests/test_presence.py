@@ -108,7 +108,7 @@ def test_only_supervisors_see_the_board(client, auth, db):
     auth.login("sue")
     calls.create_call(db, agent_id(db, "alice"), "+442079460000")
     page = client.get("/board").get_data(as_text=True)
-    assert 'id="board-call-1"' in page and "+44 20 7946 0000" in page and ">dialling<" in page
+    assert "id=\"board-call-1\"" in page and "+44 20 7946 0000" in page and ">dialling<" in page
     assert 'id="agent-%d"' % agent_id(db, "alice") in page and ">on a call<" in page
     assert "<dt>Placed</dt><dd>1</dd>" in page
 

@@ -16,8 +16,9 @@
   live.addEventListener("htmx:sse:before:message", (event) => {
     const data = event.detail.message.data;
     if (!data) return;
-    const parsed = document.createRange().createContextualFragment(data);
-    for (const element of parsed.children) {
+    const parsed = document.createElement("template");  // a template keeps table rows as they are
+    parsed.innerHTML = data;
+    for (const element of parsed.content.children) {
       if (!element.id || document.getElementById(element.id)) continue;
       const list = element.dataset.upsert && document.querySelector(element.dataset.upsert);
       if (!list || (list.dataset.agent && list.dataset.agent !== element.dataset.agent)) continue;
@@ -35,11 +36,22 @@
       say("The connection to the dialer was lost. Reconnecting… what you see may be out of date.");
     }
   });
-  // The first connection is an ordinary htmx request: a 401 there means the session already ended.
-  live.addEventListener("htmx:after:request", (event) => {
-    const status = event.detail.ctx && event.detail.ctx.response && event.detail.ctx.response.status;
-    if (status === 401) say("Your session has ended. Sign in again to see your calls live.");
-  });
+  // The first connection is an ordinary htmx request, which htmx's SSE extension does not retry:
+  // a 401 there means the session already ended; a failed one is tried again until it connects.
+  let retry = null;
+  function firstConnectionFailed(event) {
+    const ctx = event.detail && event.detail.ctx;
+    const status = ctx && ctx.response && ctx.response.status;
+    if (status === 401) {
+      say("Your session has ended. Sign in again to see your calls live.");
+      return;
+    }
+    if (status && status < 400) return;  // connected: the extension has it from here
+    say("The connection to the dialer was lost. Reconnecting… what you see may be out of date.");
+    if (!retry) retry = setTimeout(() => { retry = null; htmx.trigger(live, "dialer:reconnect"); }, 2000);
+  }
+  live.addEventListener("htmx:after:request", firstConnectionFailed);
+  live.addEventListener("htmx:error", firstConnectionFailed);
 
   // Timers run here between messages; the server's next message sets the truth again.
   function tick() {
@@ -51,7 +63,13 @@
       if (timer.textContent !== text) timer.textContent = text;
     }
   }
-  setInterval(tick, 1000);
+  // The board keeps an ended call for a minute, so its outcome can be read, then lets it go.
+  function sweep() {
+    for (const row of document.querySelectorAll(".board-list [data-ended-at]")) {
+      if (Date.now() - Date.parse(row.dataset.endedAt) > 60000) row.remove();
+    }
+  }
+  setInterval(() => { tick(); sweep(); }, 1000);
   tick();
 
   // Leaving mid-call drops the agent's side of it: ask first.

@@ -74,16 +74,54 @@
     $("start-phone").textContent = text;
   }
 
-  async function start() {
+  // One phone per agent: of the tabs of this browser, the one holding this lock registers the phone.
+  // A tab closing lets go of it by itself; "Use the phone here" takes it (steal) from the other tab.
+  const LOCK = `dialer-phone-${panel.dataset.identity || ""}`;
+  let releaseLock = null;
+
+  function ownPhone(takeOver) {
+    if (!navigator.locks) return Promise.resolve(true);  // no Web Locks: every tab registers, as before
+    return new Promise((resolve) => {
+      navigator.locks.request(LOCK, takeOver ? { steal: true } : { ifAvailable: true }, (lock) => {
+        if (!lock) { resolve(false); return null; }
+        resolve(true);
+        return new Promise((release) => { releaseLock = release; });  // held while this tab has the phone
+      }).catch((error) => { if (error.name === "AbortError") phoneMoved(); });
+    });
+  }
+
+  function phoneElsewhere(text) {
+    if (device) { device.destroy(); device = null; }
+    current = null;
+    incomingEl.hidden = true;
+    inCallEl.hidden = true;
+    phoneButton(true, "Phone on");
+    $("take-phone").hidden = false;
+    show("elsewhere", text);
+  }
+
+  function phoneMoved() {
+    releaseLock = null;
+    phoneElsewhere("Your phone moved to another tab: calls ring there now.");
+  }
+
+  async function start(event, takeOver = false) {
     if (device || starting) return;  // the first click both starts the phone and may be this button
+    if (stateEl.dataset.state === "elsewhere" && !takeOver) return;  // only "Use the phone here" moves it
     starting = true;
     // The button stays where it is (disabled), so nothing below it moves under a click in flight.
     phoneButton(true, "Phone on");
     show("starting", "starting…");
     try {
+      if (!(await ownPhone(takeOver))) {
+        phoneElsewhere("Your phone is on in another tab of this browser: calls ring there. Use it there, or move it here.");
+        return;
+      }
+      $("take-phone").hidden = true;
       await connectWith(await fetchToken());
     } catch (e) {
       device = null;
+      if (releaseLock) { releaseLock(); releaseLock = null; }
       phoneButton(false, "Start phone");
       if (stateEl.dataset.state === "starting") show("error", "Could not get a phone token. Check your connection and try again.");
     } finally {
@@ -179,6 +217,7 @@
     show("error", "This page is not served over HTTPS, so the browser will not give it a microphone. Ask your administrator to put the dialer behind HTTPS.");
   }
   $("start-phone").addEventListener("click", start);
+  $("take-phone").addEventListener("click", (event) => start(event, true));
   // Browsers only allow sound after a gesture, so the phone starts on the first click or key.
   document.addEventListener("pointerdown", start, { once: true });
   document.addEventListener("keydown", start, { once: true });
@@ -186,4 +225,24 @@
   $("reject-call").addEventListener("click", () => current && current.reject());
   $("hangup-call").addEventListener("click", () => current && current.disconnect());
   $("mute-call").addEventListener("click", () => current && current.mute(!current.isMuted()));
+
+  // Keyboard (listed on the page): single keys, except while typing in a field.
+  const KEYS = {
+    c: () => $("to") && $("to").focus(),
+    a: () => !incomingEl.hidden && $("accept-call").click(),
+    r: () => !incomingEl.hidden && $("reject-call").click(),
+    h: () => {
+      if (!inCallEl.hidden) return $("hangup-call").click();
+      const end = document.querySelector("#live-calls [data-live] button.danger");
+      if (end) end.click();
+    },
+    m: () => !inCallEl.hidden && $("mute-call").click(),
+  };
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return;
+    const target = event.target;
+    if (target.closest && target.closest("input, textarea, select, [contenteditable]")) return;
+    const action = KEYS[event.key.toLowerCase()];
+    if (action) { event.preventDefault(); action(); }
+  });
 })();
