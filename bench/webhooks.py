@@ -259,7 +259,7 @@ def main():
         _synchronous(work)]
 
     print()
-    print(f"server: gunicorn -c gunicorn.conf.py (one worker, gthread), {args.connections} concurrent senders, "
+    print(f"server: gunicorn -c gunicorn.conf.py (one worker, gevent), {args.connections} concurrent senders, "
           f"{args.rounds} rounds x {args.seconds} s, SQLite synchronous={synchronous}")
     for kind in ("c2a", "status"):
         ratios = [mine["rate"] / bare["rate"] for mine, bare in zip(results[kind], results["bare"])]

@@ -130,6 +130,14 @@ def recent_calls(db, agent, limit=50):
         "ORDER BY calls.created_at DESC, calls.id DESC LIMIT ?", [*args, limit]))
 
 
+def todays_ended_calls(db, agent_id, limit=20):
+    """This agent's calls of today (UTC) that have ended, newest first: the dialer's redial list."""
+    today = datetime.now(timezone.utc).date().isoformat()
+    return list(db.query(
+        f"SELECT * FROM calls WHERE agent_id = ? AND created_at >= ? AND status IN ({', '.join('?' * len(TERMINAL))}) "
+        "ORDER BY created_at DESC, id DESC LIMIT ?", [agent_id, today, *TERMINAL, limit]))
+
+
 def events_for(db, call_id):
     rows = db["call_events"].rows_where("call_id = ?", [call_id], order_by="id")
     return [dict(row, params=json.loads(row["params"] or "{}")) for row in rows]

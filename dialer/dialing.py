@@ -20,9 +20,11 @@ class CallForm(FlaskForm):
     attempt = HiddenField(default=lambda: secrets.token_urlsafe(16), validators=[Optional(), Length(max=64)])
 
 
-def _page(form=None, call=None, status=200):
+def _page(form=None, call=None, status=200, recent=None):
+    db = get_db()
     return render("dialing/index.html", "dialer", status=status, form=form or CallForm(formdata=None), call=call,
-                  agent=presence.agent_state(get_db(), current_user.id))
+                  agent=presence.agent_state(db, current_user.id),
+                  recent=[] if wants_fragment() else recent or calls.todays_ended_calls(db, current_user.id))
 
 
 @bp.route("/")

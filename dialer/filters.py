@@ -23,6 +23,14 @@ def when(iso):
         return iso
 
 
+def clock(iso):
+    """ISO UTC text -> '21:05' (UTC)."""
+    try:
+        return datetime.fromisoformat(iso).strftime("%H:%M")
+    except (TypeError, ValueError):
+        return "—"
+
+
 def elapsed(iso):
     """Time since an ISO UTC moment, as `duration` writes it (the page's script keeps it running)."""
     try:
@@ -35,6 +43,6 @@ def elapsed(iso):
 def init_app(app):
     app.jinja_env.filters.update(
         status_label=calls.status_label, outcome=calls.outcome, phone=numbers.display, duration=duration, when=when,
-        elapsed=elapsed, presence_words=presence.words)
+        elapsed=elapsed, presence_words=presence.words, clock=clock)
     app.jinja_env.globals.update(is_terminal=calls.is_terminal, live_state=calls.live_state,
                                  wait_and_talk=calls.wait_and_talk)

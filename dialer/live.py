@@ -57,6 +57,7 @@ def render(topic, data, supervisor):
     """
     if topic == "call":
         html = render_block("dialing/index.html", "live_call", call=data, oob=True)
+        html += render_block("dialing/index.html", "recent_call", call=data, oob=True)
         if supervisor:
             html += render_block("board/index.html", "board_call", call=data, oob=True)
     else:

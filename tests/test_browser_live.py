@@ -172,3 +172,41 @@ def test_presence_follows_the_phone_and_the_board_sees_it(app, browser, page, au
     expect(alice_row).to_contain_text("away: lunch")
     wait_for(lambda: db.execute("SELECT count(*) FROM presence_changes").fetchone()[0] >= 3)
     supervisor.context.close()
+
+
+@pytest.mark.parametrize("app_config", [LIVE])
+def test_updates_keep_focus_and_an_ended_call_can_be_redialled_in_one_click(app, page, auth, live_server, db):
+    auth.create("alice")
+    sign_in(page, live_server, "alice", PASSWORD)
+    start_phone(page)
+    call_customer(page, "020 7946 0000")
+    end = page.get_by_role("button", name="End call")
+    end.focus()
+    expect(panel_status(page)).to_contain_text("customer waiting for you", timeout=10_000)  # updates arrived…
+    expect(end).to_be_focused()  # …and the button the agent was on is still the focused one
+    end.press("Enter")
+    expect(panel_status(page)).to_have_attribute("data-status", re.compile("completed|canceled"), timeout=10_000)
+    recent = page.locator("#recent-calls li").first
+    expect(recent).to_contain_text("+44 20 7946 0000")  # added by the stream, no reload
+    recent.get_by_role("button", name=re.compile("Call .* again")).click()
+    wait_for(lambda: db["calls"].count == 2)
+    expect(page.locator("#live-calls [data-live]")).to_have_count(1, timeout=10_000)
+    assert [row["customer_number"] for row in db["calls"].rows] == ["+442079460000"] * 2
+
+
+@pytest.mark.parametrize("app_config", [LIVE])
+def test_a_supervisor_ends_a_stuck_call_from_the_board_after_confirming(app, team, live_server, db):
+    alice, sue = team["alice"], team["sue"]
+    start_phone(alice)
+    call_customer(alice, "020 7946 0000")
+    expect(panel_status(alice)).to_contain_text("customer waiting for you", timeout=10_000)
+    sue.goto(f"{live_server}/board")
+    row = sue.locator("#board-calls li").first
+    asked = []
+    sue.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    row.get_by_role("button", name="End call").click()
+    expect(row).to_have_attribute("data-status", re.compile("completed|canceled"), timeout=10_000)
+    assert asked and "alice" in asked[0] and "+44 20 7946 0000" in asked[0]
+    expect(panel_status(alice)).to_have_attribute("data-status", re.compile("completed|canceled"))
+    audit = db.execute("SELECT action FROM audit_log WHERE action LIKE '%call%'").fetchall()
+    assert audit, "ending another agent's call is audited"

@@ -72,6 +72,16 @@
   setInterval(() => { tick(); sweep(); }, 1000);
   tick();
 
+  // One-click redial: the number goes into the dialer's form, which is sent as if typed (its own
+  // one-submit key, the one-call-at-a-time rule and the rate limit all apply).
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest && event.target.closest("[data-redial]");
+    const form = document.querySelector("#dialer form");
+    if (!button || !form) return;
+    form.querySelector("[name=to]").value = button.dataset.redial;
+    form.requestSubmit();
+  });
+
   // Leaving mid-call drops the agent's side of it: ask first.
   window.addEventListener("beforeunload", (event) => {
     if (document.querySelector("#live-calls [data-live]")) {
