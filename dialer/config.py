@@ -55,6 +55,7 @@ class Config:
     # stream ends after this long and the browser resumes it at once (its sign-in checked again).
     EVENTS_KEEPALIVE_SECONDS = 15
     EVENTS_STREAM_SECONDS = 300
+    EVENTS_KEEP = 100_000  # the newest events kept for reconnecting browsers; older ones are deleted hourly
     # Presence: wrap-up lasts this long after a call; an agent with no open page for this long is
     # offline; each process's hub writes heartbeats and sweeps this often.
     WRAP_UP_SECONDS = 60

@@ -18,11 +18,12 @@ from flask_login import current_user, login_required
 from jinja2_fragments.flask import render_block
 
 from . import presence
-from .db import connect, get_db, utcnow
+from .db import batched, connect, get_db, utcnow
 
 bp = Blueprint("live", __name__)
 
 POLL_SECONDS = 0.05  # how often a hub asks SQLite whether anything was committed
+PURGE_SECONDS = 3600  # how often a hub lets go of the oldest events
 REPLAY_LIMIT = 500  # a reconnect that missed more than this gets a fresh snapshot instead
 RECENT = timedelta(minutes=15)  # a snapshot includes calls that ended this recently
 # Columns a watcher never needs (the form's one-submit key) or must not see.
@@ -45,6 +46,13 @@ def publish_agent(db, agent):
 def _publish(db, topic, subject_id, agent_id, data):
     db.execute("INSERT INTO events (created_at, topic, subject_id, agent_id, data) VALUES (?, ?, ?, ?, ?)",
                [utcnow(), topic, subject_id, agent_id, json.dumps(data)])
+
+
+def purge(db, keep):
+    """Keep the newest `keep` events (a browser further behind than that gets a fresh snapshot)."""
+    newest = db.execute("SELECT max(id) FROM events").fetchone()[0]
+    if newest is not None and newest > keep:
+        db.execute("DELETE FROM events WHERE id <= ?", [newest - keep])
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -116,7 +124,7 @@ class Hub:
 
     def _run(self):
         version = None
-        next_tick = 0
+        next_tick = next_purge = 0
         while True:
             time.sleep(POLL_SECONDS)
             try:
@@ -129,6 +137,9 @@ class Hub:
                     with self.lock:
                         watched = sorted({stream.agent_id for stream in self.streams})
                     presence.run_tick(self.app, self.db, watched)
+                if time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + PURGE_SECONDS
+                    batched(self.db, purge, self.app.config["EVENTS_KEEP"])
             except Exception:  # a locked or busy moment: the next poll tries again
                 self.app.logger.exception("event hub: reading new events failed")
 

@@ -10,6 +10,8 @@ import pytest
 from dialer import calls, params
 from dialer.live import hub
 
+from .conftest import wait_for
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -215,3 +217,20 @@ def test_a_stream_ends_after_its_lifetime_so_the_sign_in_is_checked_again(app, c
     assert time.monotonic() - started < 5
     assert body.startswith(b"retry: ")
     response.close()
+
+
+def test_old_events_are_let_go_and_a_browser_that_far_behind_gets_a_snapshot(app, client, auth, db, people):
+    app.config["EVENTS_KEEP"] = 3
+    call = calls.create_call(db, people["alice"], "+442079460000")
+    for value in ("initiated", "ringing", "in-progress"):
+        status(db, call, value)
+    first_id = db.execute("SELECT min(id) FROM events").fetchone()[0]
+    auth.login("alice")
+    events = open_events(client)  # starts the hub, which purges at once
+    wait_for(lambda: db.execute("SELECT count(*) FROM events").fetchone()[0] == 3)
+    events.close()
+    resumed = open_events(client, last_event_id=first_id)  # older than what is kept
+    resumed.read_until(lambda m: any(data == "" for _, data in m))
+    assert resumed.calls() == [call["id"]]
+    assert any("customer waiting for you" in data for _, data in resumed.messages)  # the state now
+    resumed.close()
