@@ -20,7 +20,7 @@ from .db import batched, get_db, one, utcnow, writing
 
 bp = Blueprint("presence", __name__)
 
-WORDS = {"available": "available", "on-call": "on a call", "wrap-up": "wrap-up", "away": "away",
+WORDS = {"available": "available", "on-call": "on a call", "wrap-up": "in wrap-up", "away": "away",
          "offline": "offline"}
 CHOSEN = ("available", "away")  # what an agent may choose; the others follow from calls and pages
 NOT_READY = "phone not started"  # why an agent who opened the dialer is away until they choose
