@@ -3,7 +3,7 @@ import os
 
 bind = os.environ.get("DIALER_BIND", "127.0.0.1:8000")
 # gevent: every page holds an open event stream (/events), and in sandbox mode every browser phone
-# another; each costs ~37 KB (bench/live.py: 1 000 streams, +18 MB per worker), where gthread would give each a thread and starve at
+# another; each costs ~40 KB (bench/live.py: 1 000 streams, +18–20 MB per worker), where gthread would give each a thread and starve at
 # `threads`. SQLite's slow calls (a commit's fsync) run on gevent's pool of real threads (db.blocking).
 worker_class = "gevent"
 workers = int(os.environ.get("DIALER_WORKERS", "1"))
