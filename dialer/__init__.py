@@ -24,9 +24,10 @@ def create_app(test_config=None, instance_path=None):
     config.load(app, test_config)
     app.url_map.converters["id"] = RowIdConverter
 
-    from . import auth, db, filters, security
+    from . import auth, db, filters, generate, security
     db.init_app(app)
     auth.init_app(app)
+    app.cli.add_command(generate.calls_cli)  # `flask calls generate N`: synthetic history
     csrf.init_app(app)
     filters.init_app(app)
     security.init_app(app)

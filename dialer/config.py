@@ -3,6 +3,7 @@ import os
 import re
 import secrets
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
@@ -29,6 +30,7 @@ class Config:
     TWILIO_TIMEOUT = 10  # seconds the app waits for Twilio's REST API
 
     DEFAULT_REGION = "GB"
+    TIME_ZONE = "Europe/London"  # the centre's: times on pages and the dates people filter by
     ALLOWED_COUNTRIES = ["GB", "IE", "US", "CA"]
     # Toll-fraud guards: calls an agent may place in any 60 s, and number types never dialled
     # (phonenumbers' PhoneNumberType names).
@@ -204,5 +206,16 @@ def validate(cfg):
             fail(name, f"must be a whole number from {low} to {high} {unit}, not {cfg[name]!r}")
     if cfg["SESSION_COOKIE_SECURE"] is not None and not isinstance(cfg["SESSION_COOKIE_SECURE"], bool):
         fail("SESSION_COOKIE_SECURE", f"must be true or false, not {cfg['SESSION_COOKIE_SECURE']!r}")
+    for name in ("EVENTS_KEEPALIVE_SECONDS", "EVENTS_STREAM_SECONDS", "WRAP_UP_SECONDS",
+                 "PRESENCE_OFFLINE_SECONDS", "PRESENCE_TICK_SECONDS"):
+        value = cfg[name]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 86400:
+            fail(name, f"must be a number of seconds above 0 and at most 86400, not {value!r}")
+    if not isinstance(cfg["EVENTS_KEEP"], int) or isinstance(cfg["EVENTS_KEEP"], bool) or cfg["EVENTS_KEEP"] < 1:
+        fail("EVENTS_KEEP", f"must be a whole number of events, at least 1, not {cfg['EVENTS_KEEP']!r}")
+    try:
+        ZoneInfo(str(cfg["TIME_ZONE"]))
+    except (ZoneInfoNotFoundError, ValueError):
+        fail("TIME_ZONE", f"must be a time zone name such as Europe/London or America/New_York, not {cfg['TIME_ZONE']!r}")
     if cfg["SESSION_COOKIE_SAMESITE"] not in ("Lax", "Strict"):
         fail("SESSION_COOKIE_SAMESITE", f"must be 'Lax' or 'Strict', not {cfg['SESSION_COOKIE_SAMESITE']!r}")

@@ -1,5 +1,8 @@
 """Template filters: how statuses, numbers, durations and times read to a person."""
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from flask import current_app
 
 from . import calls, numbers, presence
 
@@ -23,6 +26,16 @@ def when(iso):
         return iso
 
 
+def local(iso):
+    """ISO UTC text -> the centre's time, compact: '25 Nov 21:05' (with the year when not this year)."""
+    try:
+        moment = datetime.fromisoformat(iso).astimezone(ZoneInfo(current_app.config["TIME_ZONE"]))
+    except (TypeError, ValueError):
+        return "—"
+    now = datetime.now(moment.tzinfo)
+    return moment.strftime("%-d %b %H:%M" if moment.year == now.year else "%-d %b %Y %H:%M")
+
+
 def clock(iso):
     """ISO UTC text -> '21:05' (UTC)."""
     try:
@@ -43,6 +56,7 @@ def elapsed(iso):
 def init_app(app):
     app.jinja_env.filters.update(
         status_label=calls.status_label, outcome=calls.outcome, phone=numbers.display, duration=duration, when=when,
-        elapsed=elapsed, presence_words=presence.words, clock=clock)
+        elapsed=elapsed, presence_words=presence.words, clock=clock,
+        local=local)
     app.jinja_env.globals.update(is_terminal=calls.is_terminal, live_state=calls.live_state,
                                  wait_and_talk=calls.wait_and_talk)

@@ -1,5 +1,12 @@
-"""Past calls: the history list, one call's page with its timeline, and its recording."""
-from flask import Blueprint, Response, abort
+"""Past calls: the history list (filters, keyset pages), one call's page with its timeline, its recording."""
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import phonenumbers
+from flask import Blueprint, Response, abort, current_app, request, url_for
 from flask_login import current_user, login_required
 
 from . import calls, telephony
@@ -7,6 +14,146 @@ from .db import get_db
 from .pages import render
 
 bp = Blueprint("history", __name__)
+
+PAGE_SIZE = 50
+MAX_QUERY = 40  # characters of a number search; a phone number with spaces and an extension fits
+# What the outcome filter offers, in the words the pages use, and what each means in the table.
+OUTCOMES = {
+    "talked": ("talked", "calls.status = 'completed' AND (calls.dial_result IS NULL OR calls.dial_result = 'completed')"),
+    "missed": ("missed by agent", "calls.status = 'completed' AND calls.dial_result IN "
+                                  "('no-answer', 'busy', 'failed', 'canceled')"),
+    "busy": ("busy", "calls.status = 'busy'"),
+    "no-answer": ("no answer", "calls.status = 'no-answer'"),
+    "failed": ("failed", "calls.status = 'failed'"),
+    "canceled": ("canceled", "calls.status = 'canceled'"),
+    "live": ("not ended yet", f"calls.status NOT IN ({', '.join(repr(s) for s in calls.TERMINAL)})"),
+}
+DIRECTIONS = {"outbound": "outbound", "inbound": "inbound"}
+CURSOR = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00)~(\d{1,18})$")
+
+
+@dataclass
+class Filters:
+    """The history's query parameters, checked; `problems` holds a sentence per bad value."""
+    q: str = ""
+    digits: str = ""
+    outcome: str = ""
+    direction: str = ""
+    agent: str = ""
+    start: str = ""  # the `from` parameter (a keyword in Python)
+    end: str = ""
+    cursor: tuple = None
+    problems: list = field(default_factory=list)
+
+    def params(self, **changes):
+        """The query string of this view (for links and the CSV), with `changes` applied."""
+        values = {"q": self.q, "outcome": self.outcome, "direction": self.direction, "agent": self.agent,
+                  "from": self.start, "to": self.end, **changes}
+        return urlencode({key: value for key, value in values.items() if value})
+
+
+def search_digits(text, region):
+    """The digits to look for in an E.164 number: a whole number people write as they like
+    ('(020) 7946-0031', '+44 20 7946 0031') becomes its E.164 digits; a part ('460031') stays as typed."""
+    try:
+        number = phonenumbers.parse(text, region)
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    except phonenumbers.NumberParseException:
+        pass
+    return re.sub(r"\D", "", text)
+
+
+def read_filters(args, region):
+    """Check each parameter; a bad one is dropped from the query and named in a sentence."""
+    f = Filters()
+    f.q = args.get("q", "").strip()
+    if len(f.q) > MAX_QUERY:
+        f.problems.append(f"A number search is at most {MAX_QUERY} characters.")
+        f.q = ""
+    elif f.q:
+        f.digits = search_digits(f.q, region)
+        if len(f.digits) < 4:
+            f.problems.append("Type at least 4 digits of the number to search for it.")
+            f.digits = ""
+    f.outcome = args.get("outcome", "")
+    if f.outcome and f.outcome not in OUTCOMES:
+        f.problems.append("That outcome is not one the history knows; choose one from the list.")
+        f.outcome = ""
+    f.direction = args.get("direction", "")
+    if f.direction and f.direction not in DIRECTIONS:
+        f.problems.append("Direction is outbound or inbound.")
+        f.direction = ""
+    f.agent = args.get("agent", "").strip()[:64]
+    for name, attribute in (("from", "start"), ("to", "end")):
+        value = args.get(name, "").strip()
+        if value and not _date(value):
+            f.problems.append(f"“{value[:20]}” is not a date: use YYYY-MM-DD, such as 2026-11-25.")
+            value = ""
+        setattr(f, attribute, value)
+    cursor = args.get("cursor", "")
+    if cursor:
+        match = CURSOR.match(cursor)
+        if match and _moment(match.group(1)):
+            f.cursor = (match.group(1), int(match.group(2)))
+        else:
+            f.problems.append("That page link is damaged; showing the newest calls instead.")
+    return f
+
+
+def _date(text):
+    try:
+        return date.fromisoformat(text) if re.fullmatch(r"\d{4}-\d\d-\d\d", text) else None
+    except ValueError:
+        return None
+
+
+def _moment(text):
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _utc_bound(day, zone, next_day=False):
+    """Midnight at the start of `day` (or of the day after) in the centre's time zone, as UTC text."""
+    start = datetime.combine(_date(day) + timedelta(days=1 if next_day else 0), time(), tzinfo=zone)
+    return start.astimezone(ZoneInfo("UTC")).isoformat(timespec="seconds")
+
+
+def find_calls(db, agent, f, zone, limit=PAGE_SIZE):
+    """One page of the calls this person may see that match the filters, newest first (keyset)."""
+    where, args = [], []
+    if not agent.is_supervisor:
+        where.append("calls.agent_id = ?")
+        args.append(agent.id)
+    elif f.agent:
+        where.append("agents.username = ?")
+        args.append(f.agent)
+    if f.digits:
+        where.append("calls.customer_number LIKE ?")
+        args.append(f"%{f.digits}%")
+    if f.outcome:
+        where.append(OUTCOMES[f.outcome][1])
+    if f.direction:
+        where.append("calls.direction = ?")
+        args.append(f.direction)
+    if f.start:
+        where.append("calls.created_at >= ?")
+        args.append(_utc_bound(f.start, zone))
+    if f.end:
+        where.append("calls.created_at < ?")
+        args.append(_utc_bound(f.end, zone, next_day=True))
+    if f.cursor:
+        where.append("(calls.created_at < ? OR (calls.created_at = ? AND calls.id < ?))")
+        args += [f.cursor[0], f.cursor[0], f.cursor[1]]
+    sql = ("SELECT calls.*, coalesce(agents.display_name, agents.username) AS agent_name, agents.username "
+           "FROM calls LEFT JOIN agents ON agents.id = calls.agent_id"
+           + (" WHERE " + " AND ".join(where) if where else "")
+           + " ORDER BY calls.created_at DESC, calls.id DESC LIMIT ?")
+    rows = list(db.query(sql, [*args, limit + 1]))
+    more = len(rows) > limit
+    return rows[:limit], more
 
 
 def _own_call_or_404(call_id):
@@ -19,9 +166,20 @@ def _own_call_or_404(call_id):
 @bp.route("/history")
 @login_required
 def index():
-    """The last 50 calls of this agent (of everyone, for a supervisor)."""
-    rows = calls.recent_calls(get_db(), current_user, limit=50)
-    return render("history/index.html", "calls_table", calls=rows)
+    """This agent's calls (everyone's, for a supervisor), filtered and a page at a time."""
+    cfg = current_app.config
+    db = get_db()
+    f = read_filters(request.args, cfg["DEFAULT_REGION"])
+    rows, more = find_calls(db, current_user, f, ZoneInfo(cfg["TIME_ZONE"]))
+    next_url = None
+    if more:
+        last = rows[-1]
+        next_url = url_for("history.index") + "?" + f.params(cursor=f"{last['created_at']}~{last['id']}")
+    agents = list(db.query("SELECT username, coalesce(display_name, username) AS name FROM agents ORDER BY 2")) \
+        if current_user.is_supervisor else []
+    status = 400 if f.problems else 200
+    return render("history/index.html", "results", status=status, calls=rows, filters=f, next_url=next_url,
+                  outcomes=OUTCOMES, agents=agents, first_page=url_for("history.index") + "?" + f.params())
 
 
 @bp.route("/calls/<id:call_id>")

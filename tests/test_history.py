@@ -1,0 +1,113 @@
+"""The history list: who sees what, number search in any format, filters, keyset pages, bad values."""
+import re
+
+import pytest
+
+from dialer import calls
+
+from .test_live import agent_id
+
+
+def add_call(db, agent, number, created_at, status="completed", dial_result="completed", recording=False):
+    call = calls.create_call(db, agent, number)
+    db.execute("UPDATE calls SET created_at = ?, status = ?, dial_result = ?, recording_sid = ? WHERE id = ?",
+               [created_at, status, dial_result, "RE" + "0" * 32 if recording else None, call["id"]])
+    db.conn.commit()
+    return call["id"]
+
+
+def listed(client, query=""):
+    response = client.get("/history" + query)
+    return response, [int(i) for i in re.findall(r'<tr data-call-id="(\d+)"', response.get_data(as_text=True))]
+
+
+@pytest.fixture
+def people(auth, db):
+    auth.create("alice")
+    auth.create("bob")
+    auth.create("sue", supervisor=True)
+    return {name: agent_id(db, name) for name in ("alice", "bob", "sue")}
+
+
+def test_an_agent_sees_only_their_own_calls_whatever_they_ask_for(client, auth, db, people):
+    mine = add_call(db, people["alice"], "+442079460031", "2026-11-20T10:00:00+00:00", recording=True)
+    theirs = add_call(db, people["bob"], "+442079460032", "2026-11-20T11:00:00+00:00", recording=True)
+    auth.login("alice")
+    for query in ("", "?agent=bob", "?q=460032", "?q=7946", f"?cursor=2026-12-01T00:00:00%2B00:00~{theirs + 1}"):
+        assert listed(client, query)[1] in ([mine], []), query
+        assert theirs not in listed(client, query)[1]
+    assert client.get(f"/calls/{theirs}").status_code == 404
+    assert client.get(f"/calls/{theirs}/recording.wav").status_code == 404
+    auth.login("sue")
+    assert listed(client)[1] == [theirs, mine]
+    assert listed(client, "?agent=bob")[1] == [theirs]
+    assert listed(client, "?agent=nobody")[1] == []
+
+
+@pytest.mark.parametrize("typed", ["+44 20 7946 0031", "(020) 7946-0031", "020 7946 0031", "442079460031",
+                                   "460031", "7946 0031", "0031"])
+def test_a_number_is_found_however_a_person_types_it(client, auth, db, people, typed):
+    wanted = add_call(db, people["alice"], "+442079460031", "2026-11-20T10:00:00+00:00")
+    add_call(db, people["alice"], "+442079460099", "2026-11-20T11:00:00+00:00")
+    add_call(db, people["alice"], "+12025550131", "2026-11-20T12:00:00+00:00")
+    auth.login("alice")
+    response, found = listed(client, "?" + f"q={typed}".replace("+", "%2B").replace(" ", "+"))
+    assert response.status_code == 200
+    assert found == [wanted]
+
+
+def test_filters_by_outcome_direction_and_dates_in_the_centres_time_zone(client, auth, db, people):
+    talked = add_call(db, people["alice"], "+442079460001", "2026-07-01T23:30:00+00:00")  # 2 July 00:30 in London
+    missed = add_call(db, people["alice"], "+442079460002", "2026-07-01T10:00:00+00:00", dial_result="no-answer")
+    busy = add_call(db, people["alice"], "+442079460003", "2026-06-30T10:00:00+00:00", status="busy", dial_result=None)
+    auth.login("alice")
+    assert listed(client, "?outcome=missed")[1] == [missed]
+    assert listed(client, "?outcome=talked")[1] == [talked]
+    assert listed(client, "?outcome=busy")[1] == [busy]
+    assert listed(client, "?direction=inbound")[1] == []
+    assert listed(client, "?from=2026-07-02")[1] == [talked]  # Europe/London: BST
+    assert listed(client, "?from=2026-07-01&to=2026-07-01")[1] == [missed]
+    assert listed(client, "?to=2026-06-30")[1] == [busy]
+    page = client.get("/history?outcome=missed").get_data(as_text=True)
+    assert "missed by agent" in page and "not wrapped up" in page and "2 Jul" not in page
+
+
+def test_keyset_pages_neither_skip_nor_repeat_when_calls_arrive_between_loads(client, auth, db, people):
+    for n in range(120):
+        add_call(db, people["alice"], f"+4420794600{n % 100:02d}", f"2026-11-{1 + n // 24:02d}T{n % 24:02d}:00:00+00:00")
+    auth.login("alice")
+    seen, query = [], ""
+    while True:
+        response, ids = listed(client, query)
+        seen += ids
+        for n in range(3):  # newer calls arrive while the agent reads this page
+            add_call(db, people["alice"], "+442079469999", f"2026-11-30T12:0{n}:00+00:00")
+        link = re.search(r'<a href="([^"]+)" rel="next">', response.get_data(as_text=True))
+        if not link:
+            break
+        assert "OFFSET" not in link.group(1) and "cursor=" in link.group(1)
+        query = link.group(1).replace("&amp;", "&").removeprefix("/history")
+    first_120 = [row[0] for row in db.execute(
+        "SELECT id FROM calls WHERE customer_number != '+442079469999' ORDER BY created_at DESC, id DESC")]
+    assert seen == first_120  # every one of the first 120, once each, in order
+
+
+@pytest.mark.parametrize("query, sentence", [
+    ("?cursor=bogus", "page link is damaged"),
+    ("?cursor=2026-11-01T00:00:00%2B00:00~99999999999999999999", "page link is damaged"),
+    ("?cursor=2026-13-45T00:00:00%2B00:00~5", "page link is damaged"),
+    ("?from=2026-13-45", "is not a date"),
+    ("?to=yesterday", "is not a date"),
+    ("?outcome=made-up", "not one the history knows"),
+    ("?direction=sideways", "outbound or inbound"),
+    ("?q=" + "1" * 10_000, "at most 40 characters"),
+    ("?q=12", "at least 4 digits"),
+    ("?q=%00%ff", "at least 4 digits"),
+])
+def test_every_bad_value_is_a_400_with_a_sentence_and_never_a_500(client, auth, db, people, query, sentence):
+    add_call(db, people["alice"], "+442079460031", "2026-11-20T10:00:00+00:00")
+    auth.login("alice")
+    for headers in ({}, {"HX-Request": "true"}):
+        response = client.get("/history" + query, headers=headers)
+        assert response.status_code == 400, query
+        assert sentence in response.get_data(as_text=True)
