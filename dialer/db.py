@@ -387,3 +387,21 @@ def m007_presence(db):
         "id": int, "agent_id": int, "presence": str, "reason": str, "created_at": str, "by": str,
     }, pk="id", foreign_keys=[("agent_id", "agents", "id")], not_null={"agent_id", "presence", "created_at"})
     db["presence_changes"].create_index(["agent_id", "id"])
+
+
+@migrations()
+def m008_number_search(db):
+    # History's number search (any 4+ digits): an FTS5 trigram index of the customer numbers,
+    # kept by triggers, so a search reads the index instead of every call.
+    db.execute("CREATE VIRTUAL TABLE calls_numbers USING fts5(customer_number, content='calls', "
+               "content_rowid='id', tokenize='trigram')")
+    db.execute("CREATE TRIGGER calls_numbers_insert AFTER INSERT ON calls BEGIN "
+               "INSERT INTO calls_numbers (rowid, customer_number) VALUES (new.id, new.customer_number); END")
+    db.execute("CREATE TRIGGER calls_numbers_delete AFTER DELETE ON calls BEGIN "
+               "INSERT INTO calls_numbers (calls_numbers, rowid, customer_number) "
+               "VALUES ('delete', old.id, old.customer_number); END")
+    db.execute("CREATE TRIGGER calls_numbers_update AFTER UPDATE OF customer_number ON calls BEGIN "
+               "INSERT INTO calls_numbers (calls_numbers, rowid, customer_number) "
+               "VALUES ('delete', old.id, old.customer_number); "
+               "INSERT INTO calls_numbers (rowid, customer_number) VALUES (new.id, new.customer_number); END")
+    db.execute("INSERT INTO calls_numbers (calls_numbers) VALUES ('rebuild')")

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from dialer import calls
+from dialer import calls, history
 
 from .test_live import agent_id
 
@@ -44,9 +44,11 @@ def test_an_agent_sees_only_their_own_calls_whatever_they_ask_for(client, auth, 
     assert listed(client, "?agent=nobody")[1] == []
 
 
+@pytest.mark.parametrize("few_matches", [2000, 1], ids=["through the index", "reading the newest calls"])
 @pytest.mark.parametrize("typed", ["+44 20 7946 0031", "(020) 7946-0031", "020 7946 0031", "442079460031",
-                                   "460031", "7946 0031", "0031"])
-def test_a_number_is_found_however_a_person_types_it(client, auth, db, people, typed):
+                                   "460031", "7946 0031", "0031", "020 7946 003"])
+def test_a_number_is_found_however_a_person_types_it(client, auth, db, people, typed, few_matches, monkeypatch):
+    monkeypatch.setattr(history, "FEW_MATCHES", few_matches)
     wanted = add_call(db, people["alice"], "+442079460031", "2026-11-20T10:00:00+00:00")
     add_call(db, people["alice"], "+442079460099", "2026-11-20T11:00:00+00:00")
     add_call(db, people["alice"], "+12025550131", "2026-11-20T12:00:00+00:00")
@@ -111,3 +113,13 @@ def test_every_bad_value_is_a_400_with_a_sentence_and_never_a_500(client, auth, 
         response = client.get("/history" + query, headers=headers)
         assert response.status_code == 400, query
         assert sentence in response.get_data(as_text=True)
+
+
+def test_the_number_index_follows_inserts_and_changes(db, people):
+    call = add_call(db, people["alice"], "+442079460031", "2026-11-20T10:00:00+00:00")
+    match = "SELECT rowid FROM calls_numbers WHERE calls_numbers MATCH ?"
+    assert db.execute(match, ['"460031"']).fetchall() == [(call,)]
+    db.execute("UPDATE calls SET customer_number = '+12025550131' WHERE id = ?", [call])
+    db.conn.commit()
+    assert db.execute(match, ['"460031"']).fetchall() == []
+    assert db.execute(match, ['"5550131"']).fetchall() == [(call,)]
