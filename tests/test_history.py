@@ -123,3 +123,53 @@ def test_the_number_index_follows_inserts_and_changes(db, people):
     db.conn.commit()
     assert db.execute(match, ['"460031"']).fetchall() == []
     assert db.execute(match, ['"5550131"']).fetchall() == [(call,)]
+
+
+def csv_rows(client, query=""):
+    import csv
+    import io
+    response = client.get("/history.csv" + query)
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert response.is_streamed
+    return list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+
+
+def test_the_csv_is_exactly_the_filtered_rows_of_every_page(client, auth, db, people, monkeypatch):
+    monkeypatch.setattr(history, "CSV_CHUNK", 7)  # several chunks, as a year of calls would be
+    for n in range(60):
+        add_call(db, people["alice" if n % 3 else "bob"], f"+4420794600{n:02d}", f"2026-11-{1 + n // 6:02d}T10:{n:02d}:00+00:00",
+                 status="busy" if n % 4 == 0 else "completed", dial_result=None if n % 4 == 0 else "completed")
+    auth.login("sue")
+    for query in ("", "?outcome=busy", "?agent=bob", "?q=79460", "?from=2026-11-03&to=2026-11-05"):
+        header, *rows = csv_rows(client, query)
+        assert header[:3] == ["call_id", "started_at", "agent"]
+        shown, page = [], query
+        while True:  # every page of the HTML list with the same filters
+            response, ids = listed(client, page)
+            shown += ids
+            link = re.search(r'<a href="([^"]+)" rel="next">', response.get_data(as_text=True))
+            if not link:
+                break
+            page = link.group(1).replace("&amp;", "&").removeprefix("/history")
+        assert [int(row[0]) for row in rows] == shown, query
+        assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", row[1]) for row in rows)
+
+
+def test_an_agent_exports_only_their_own_calls_and_formulas_stay_text(client, auth, db, people):
+    mine = add_call(db, people["alice"], "+442079460031", "2026-11-20T10:00:00+00:00")
+    add_call(db, people["bob"], "+442079460032", "2026-11-20T11:00:00+00:00")
+    db.execute("UPDATE calls SET notes = ? WHERE id = ?", ['=HYPERLINK("http://evil","x"), "quoted"\nnext line', mine])
+    db.conn.commit()
+    auth.login("alice")
+    header, *rows = csv_rows(client, "?agent=bob")
+    assert [int(row[0]) for row in rows] == [mine]
+    notes = rows[0][header.index("notes")]
+    assert notes == '\'=HYPERLINK("http://evil","x"), "quoted"\nnext line'
+
+
+def test_a_bad_filter_on_the_csv_is_a_400_with_a_sentence(client, auth, people):
+    auth.login("alice")
+    response = client.get("/history.csv?from=2026-13-45")
+    assert response.status_code == 400 and "is not a date" in response.get_data(as_text=True)
+    client.post("/logout", data={"csrf_token": auth.csrf()})
+    assert client.get("/history.csv").status_code == 302
