@@ -114,8 +114,8 @@ def seconds_until_next_call(db, agent_id, limit):
 
 
 def call_for_agent(db, call_id, agent):
-    """The call if this agent may see it (their own, or any for a supervisor), else None."""
-    call = get_call(db, call_id)
+    """The call (with its agent's name) if this agent may see it (their own, or any for a supervisor), else None."""
+    call = call_with_identity(db, call_id)
     if call and (agent.is_supervisor or call["agent_id"] == agent.id):
         return call
     return None
@@ -332,6 +332,16 @@ def outcome(call):
     if call["status"] == "completed" and call["dial_result"] in FALLBACK_DIAL_RESULTS:
         return "missed by agent"  # the customer answered and heard the apology; no agent took it
     return status_label(call["status"])
+
+
+def wrap_up(db, call_id, disposition, notes, by):
+    """Keep the agent's wrap-up of a call (and show it live); returns the call."""
+    with writing(db):
+        db.execute("UPDATE calls SET disposition = ?, notes = ?, wrapped_up_at = ?, wrapped_up_by = ? WHERE id = ?",
+                   [disposition, notes, utcnow(), by, call_id])
+        call = call_with_identity(db, call_id)
+        live.publish_call(db, call)
+    return call
 
 
 def live_state(call):

@@ -31,6 +31,8 @@ class Config:
 
     DEFAULT_REGION = "GB"
     TIME_ZONE = "Europe/London"  # the centre's: times on pages and the dates people filter by
+    # What an agent picks when wrapping up a call (the history filters and the CSV show them).
+    DISPOSITIONS = ["sale", "callback requested", "not interested", "wrong number", "voicemail left"]
     ALLOWED_COUNTRIES = ["GB", "IE", "US", "CA"]
     # Toll-fraud guards: calls an agent may place in any 60 s, and number types never dialled
     # (phonenumbers' PhoneNumberType names).
@@ -213,6 +215,13 @@ def validate(cfg):
             fail(name, f"must be a number of seconds above 0 and at most 86400, not {value!r}")
     if not isinstance(cfg["EVENTS_KEEP"], int) or isinstance(cfg["EVENTS_KEEP"], bool) or cfg["EVENTS_KEEP"] < 1:
         fail("EVENTS_KEEP", f"must be a whole number of events, at least 1, not {cfg['EVENTS_KEEP']!r}")
+    dispositions = cfg["DISPOSITIONS"]
+    if isinstance(dispositions, str):
+        dispositions = [d.strip() for d in dispositions.split(",") if d.strip()]
+    if (not isinstance(dispositions, (list, tuple)) or not dispositions
+            or any(not isinstance(d, str) or not d.strip() or len(d) > 60 for d in dispositions)):
+        fail("DISPOSITIONS", f"must be a list of short texts such as [\"sale\", \"callback requested\"], not {cfg['DISPOSITIONS']!r}")
+    cfg["DISPOSITIONS"] = [d.strip() for d in dispositions]
     try:
         ZoneInfo(str(cfg["TIME_ZONE"]))
     except (ZoneInfoNotFoundError, ValueError):

@@ -405,3 +405,10 @@ def m008_number_search(db):
                "VALUES ('delete', old.id, old.customer_number); "
                "INSERT INTO calls_numbers (rowid, customer_number) VALUES (new.id, new.customer_number); END")
     db.execute("INSERT INTO calls_numbers (calls_numbers) VALUES ('rebuild')")
+
+
+@migrations()
+def m009_wrap_up(db):
+    # Who last wrote the call's wrap-up (disposition and notes) and when.
+    db["calls"].add_column("wrapped_up_at", str)
+    db["calls"].add_column("wrapped_up_by", str)

@@ -36,6 +36,14 @@ def local(iso):
     return moment.strftime("%-d %b %H:%M" if moment.year == now.year else "%-d %b %Y %H:%M")
 
 
+def clock_local(iso):
+    """ISO UTC text -> '21:05:09' in the centre's time zone (a timeline's times)."""
+    try:
+        return datetime.fromisoformat(iso).astimezone(ZoneInfo(current_app.config["TIME_ZONE"])).strftime("%H:%M:%S")
+    except (TypeError, ValueError):
+        return "—"
+
+
 def clock(iso):
     """ISO UTC text -> '21:05' (UTC)."""
     try:
@@ -57,6 +65,6 @@ def init_app(app):
     app.jinja_env.filters.update(
         status_label=calls.status_label, outcome=calls.outcome, phone=numbers.display, duration=duration, when=when,
         elapsed=elapsed, presence_words=presence.words, clock=clock,
-        local=local)
+        local=local, clock_local=clock_local)
     app.jinja_env.globals.update(is_terminal=calls.is_terminal, live_state=calls.live_state,
                                  wait_and_talk=calls.wait_and_talk)

@@ -8,8 +8,11 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import phonenumbers
-from flask import Blueprint, Response, abort, current_app, request, stream_with_context, url_for
+from flask import Blueprint, Response, abort, current_app, redirect, request, stream_with_context, url_for
 from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from wtforms import SelectField, TextAreaField
+from wtforms.validators import Length, Optional
 
 from . import calls, telephony
 from .db import get_db
@@ -18,6 +21,7 @@ from .pages import render
 bp = Blueprint("history", __name__)
 
 PAGE_SIZE = 50
+MAX_NOTES = 2000  # characters of wrap-up notes
 FEW_MATCHES = 2000  # a number search with fewer matches than this reads them through the index
 MAX_QUERY = 40  # characters of a number search; a phone number with spaces and an extension fits
 # What the outcome filter offers, in the words the pages use, and what each means in the table
@@ -135,24 +139,27 @@ def _utc_bound(day, zone, next_day=False):
 def find_calls(db, agent, f, zone, limit=PAGE_SIZE):
     """One page of the calls this person may see that match the filters, newest first (keyset)."""
     where, args = [], []
-    if not agent.is_supervisor:
-        where.append("calls.agent_id = ?")
-        args.append(agent.id)
-    elif f.agent:
-        where.append("agents.username = ?")
-        args.append(f.agent)
+    through_index = False
     if f.digits:
         # Few matches: the trigram index names them. Many (a common run of digits): reading the
         # newest calls until a page is full is quicker than gathering every match first.
         phrase = f'"{f.digits}"'
         found = db.execute("SELECT count(*) FROM (SELECT rowid FROM calls_numbers WHERE calls_numbers MATCH ? LIMIT ?)",
                            [phrase, FEW_MATCHES]).fetchone()[0]
-        if found < FEW_MATCHES:
+        through_index = found < FEW_MATCHES
+        if through_index:
             where.append("calls.id IN (SELECT rowid FROM calls_numbers WHERE calls_numbers MATCH ?)")
             args.append(phrase)
         else:
             where.append("calls.customer_number LIKE ?")
             args.append(f"%{f.digits}%")
+    if not agent.is_supervisor:
+        # Matches found through the index lead; `+` keeps SQLite from walking the agent's every call.
+        where.append("+calls.agent_id = ?" if through_index else "calls.agent_id = ?")
+        args.append(agent.id)
+    elif f.agent:
+        where.append("agents.username = ?")
+        args.append(f.agent)
     if f.outcome:
         where.append(OUTCOMES[f.outcome][1])
     if f.direction:
@@ -214,6 +221,42 @@ def csv_lines(db, agent, f, zone):
         f.cursor = (rows[-1]["created_at"], rows[-1]["id"])
 
 
+# What a timeline entry says, by (source, status); app actions by their `action`.
+TIMELINE = {
+    ("status", "initiated"): "dialling the customer",
+    ("status", "ringing"): "the customer's phone rang",
+    ("status", "in-progress"): "the customer answered and heard the hold message",
+    ("twiml", "in-progress"): "the customer answered and heard the hold message",
+    ("agent", "ringing"): "the agent's phone rang",
+    ("agent", "in-progress"): "the agent answered: talking",
+    ("recording", "completed"): "the recording was ready",
+}
+
+
+def timeline(call, events):
+    """The call's events as a person reads them, in order, without repeats: (when, sentence)."""
+    said, lines = set(), []
+    for event in events:
+        status, source, values = event["status"], event["source"], event["params"]
+        text = TIMELINE.get((source, status))
+        if source == "app":
+            action = values.get("action")
+            text = {"created": "placed", "placed": None, "hangup": f"ended from the dialer by {values.get('by', 'an agent')}"}.get(
+                action, "the call could not be placed" if status == "failed" else None)
+        elif source == "agent" and calls.is_terminal(status) and status != "completed":
+            text = f"the agent's phone stopped ringing ({calls.status_label(status)})"
+        elif source == "agent" and status == "completed":
+            text = "the agent's side ended"
+        elif source == "dial-result":
+            text = None if status == "completed" else f"no agent took the call ({calls.status_label(status)}): the customer heard the apology"
+        elif source in ("status", "twiml") and calls.is_terminal(status):
+            text = f"the call ended: {calls.outcome(call)}" if status == call["status"] else f"the call ended ({calls.status_label(status)})"
+        if text and text not in said:
+            said.add(text)
+            lines.append((event["received_at"], text))
+    return lines
+
+
 def _own_call_or_404(call_id):
     call = calls.call_for_agent(get_db(), call_id, current_user)
     if call is None:
@@ -254,12 +297,46 @@ def export():
         "Content-Disposition": 'attachment; filename="calls.csv"', "Cache-Control": "no-store"})
 
 
+class WrapUpForm(FlaskForm):
+    disposition = SelectField("Disposition", validate_choice=False)
+    notes = TextAreaField("Notes", validators=[Optional(), Length(max=MAX_NOTES)])
+
+
+def _call_page(call, form=None, message=None, status=200):
+    form = form or WrapUpForm(formdata=None, disposition=call["disposition"] or "", notes=call["notes"] or "")
+    form.disposition.choices = [("", "choose…")] + [(d, d) for d in current_app.config["DISPOSITIONS"]]
+    events = calls.events_for(get_db(), call["id"])
+    return render("history/detail.html", "call_page", status=status, call=call, timeline=timeline(call, events),
+                  form=form, wrap_up_message=message)
+
+
 @bp.route("/calls/<id:call_id>")
 @login_required
 def detail(call_id):
-    """One call: status, timeline, recording, notes."""
+    """One call: what happened in words and local times, its recording, its wrap-up."""
+    return _call_page(_own_call_or_404(call_id))
+
+
+@bp.route("/calls/<id:call_id>/wrap-up", methods=["POST"])
+@login_required
+def wrap_up(call_id):
+    """Keep a disposition from the list and free-text notes; either can be changed later."""
     call = _own_call_or_404(call_id)
-    return render("history/detail.html", "call_status", call=call, events=calls.events_for(get_db(), call_id))
+    form = WrapUpForm()
+    disposition = (form.disposition.data or "").strip()
+    if disposition and disposition not in current_app.config["DISPOSITIONS"]:
+        form.disposition.errors = ["Choose a disposition from the list."]
+    elif not disposition and not (form.notes.data or "").strip():
+        form.disposition.errors = ["Choose a disposition or write a note."]
+    elif not form.validate():
+        form.notes.errors = [f"Notes are at most {MAX_NOTES} characters; they were not saved."]
+    if form.disposition.errors or form.notes.errors:
+        return _call_page(call, form, status=422)
+    call = calls.wrap_up(get_db(), call_id, disposition or None, (form.notes.data or "").strip() or None,
+                         current_user.username)
+    if not request.headers.get("HX-Request"):
+        return redirect(url_for("history.detail", call_id=call_id), 303)
+    return _call_page(call, message="Wrap-up saved.")
 
 
 @bp.route("/calls/<id:call_id>/recording.wav")
@@ -273,4 +350,6 @@ def recording(call_id):
         media = telephony.recording_media(call["recording_sid"])
     except telephony.TelephonyError as error:
         return Response(error.sentence, 404 if error.code == 404 else 502, mimetype="text/plain")
-    return Response(media, mimetype="audio/wav", headers={"Cache-Control": "private, max-age=3600"})
+    response = Response(media, mimetype="audio/wav", headers={"Cache-Control": "private, max-age=3600"})
+    # Range requests (206): the player can seek without fetching the whole file again.
+    return response.make_conditional(request, accept_ranges=True, complete_length=len(media))

@@ -212,7 +212,7 @@ def test_an_extension_is_keyed_in_after_the_answer_and_shown_with_the_number(
     shown = "+44 20 7946 0000" + (f" ext. {extension}" if extension else "")
     for html in (response.get_data(as_text=True), client.get("/history").get_data(as_text=True),
                  client.get(f"/calls/{call['id']}").get_data(as_text=True)):
-        assert any(f"{tag}{shown}</" in html for tag in ("<dd>", '<td class="number">', '<p class="customer">'))
+        assert any(f"{tag}{shown}</" in html for tag in ("<h1>Call with ", '<td class="number">', '<p class="customer">'))
 
 
 def create_with_digits(app, digits):

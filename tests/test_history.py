@@ -173,3 +173,47 @@ def test_a_bad_filter_on_the_csv_is_a_400_with_a_sentence(client, auth, people):
     assert response.status_code == 400 and "is not a date" in response.get_data(as_text=True)
     client.post("/logout", data={"csrf_token": auth.csrf()})
     assert client.get("/history.csv").status_code == 302
+
+
+def wrap_up(client, auth, call_id, **form):
+    return client.post(f"/calls/{call_id}/wrap-up", data={**form, "csrf_token": auth.csrf()})
+
+
+def test_an_agent_wraps_up_a_call_and_changes_it_later_and_the_history_shows_it(client, auth, db, people):
+    call = add_call(db, people["alice"], "+442079460031", "2026-11-20T10:00:00+00:00")
+    auth.login("alice")
+    page = client.get(f"/calls/{call}").get_data(as_text=True)
+    assert "Not wrapped up yet." in page and '<option value="callback requested">' in page
+    response = wrap_up(client, auth, call, disposition="sale", notes="<b>bold</b> customer")
+    assert response.status_code == 303
+    row = db.execute("SELECT disposition, notes, wrapped_up_by FROM calls WHERE id = ?", [call]).fetchone()
+    assert row == ("sale", "<b>bold</b> customer", "alice")
+    page = client.get(f"/calls/{call}").get_data(as_text=True)
+    assert "&lt;b&gt;bold&lt;/b&gt; customer" in page and "<b>bold</b>" not in page  # escaped on output
+    assert wrap_up(client, auth, call, disposition="wrong number", notes="").status_code == 303
+    assert db.execute("SELECT disposition, notes FROM calls WHERE id = ?", [call]).fetchone() == ("wrong number", None)
+    assert ">wrong number<" in client.get("/history").get_data(as_text=True)
+    auth.login("sue")  # a supervisor may edit it too
+    assert wrap_up(client, auth, call, disposition="sale", notes="checked").status_code == 303
+    assert db.execute("SELECT wrapped_up_by FROM calls WHERE id = ?", [call]).fetchone() == ("sue",)
+
+
+@pytest.mark.parametrize("form, sentence", [
+    ({"disposition": "made up"}, "Choose a disposition from the list."),
+    ({"disposition": "", "notes": "  "}, "Choose a disposition or write a note."),
+    ({"disposition": "sale", "notes": "x" * 2001}, "at most 2000 characters"),
+])
+def test_a_bad_wrap_up_is_refused_with_a_sentence_and_changes_nothing(client, auth, db, people, form, sentence):
+    call = add_call(db, people["alice"], "+442079460031", "2026-11-20T10:00:00+00:00")
+    auth.login("alice")
+    response = wrap_up(client, auth, call, **form)
+    assert response.status_code == 422 and sentence in response.get_data(as_text=True)
+    assert db.execute("SELECT disposition, notes FROM calls WHERE id = ?", [call]).fetchone() == (None, None)
+
+
+def test_an_agent_cannot_wrap_up_another_agents_call_and_csrf_is_required(client, auth, db, people):
+    theirs = add_call(db, people["bob"], "+442079460032", "2026-11-20T11:00:00+00:00")
+    auth.login("alice")
+    assert wrap_up(client, auth, theirs, disposition="sale").status_code == 404
+    assert client.post(f"/calls/{theirs}/wrap-up", data={"disposition": "sale"}).status_code == 400
+    assert db.execute("SELECT disposition FROM calls WHERE id = ?", [theirs]).fetchone() == (None,)

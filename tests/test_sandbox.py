@@ -1,4 +1,5 @@
 """The sandbox carrier: Twilio's REST shapes and errors, and whole calls end to end over HTTP."""
+import html
 import io
 import json
 import os
@@ -198,6 +199,19 @@ def test_whole_call_agent_answers_talks_and_hangs_up(app, client, auth, db, agen
         assert round(w.getnframes() / w.getframerate()) == row["recording_duration"]
     history = client.get("/history").get_data(as_text=True)
     assert f'/calls/{call_id}/recording.wav' in history and "completed" in history
+    # The player can seek: a range of the recording is a 206 with just those bytes.
+    part = client.get(f"/calls/{call_id}/recording.wav", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.data == media.data[100:200]
+    assert part.headers["Content-Range"] == f"bytes 100-199/{len(media.data)}" and part.headers["Accept-Ranges"] == "bytes"
+    # The call page tells what happened, in order, in words; the agent's leg says when they answered.
+    assert row["agent_answered_at"] and row["agent_status"] == "completed"
+    page = html.unescape(client.get(f"/calls/{call_id}").get_data(as_text=True))
+    story = ["placed", "dialling the customer", "the customer's phone rang", "the customer answered and heard the hold message",
+             "the agent's phone rang", "the agent answered: talking"]
+    positions = [page.index(f"</time> {line}") for line in story]
+    assert positions == sorted(positions)
+    for line in ("the call ended: completed", "the recording was ready"):  # in the order their callbacks came
+        assert page.index(f"</time> {line}") > positions[-1]
 
 
 def test_agent_rejects_customer_hears_fallback_and_call_completes_with_busy(app, client, auth, db, agent):
