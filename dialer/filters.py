@@ -52,6 +52,11 @@ def clock(iso):
         return "—"
 
 
+def outcome_class(call):
+    """The CSS class of a call's outcome: a call no agent took is 'missed', whatever Twilio's status."""
+    return "missed" if calls.outcome(call) in ("missed by agent", "customer hung up while waiting") else call["status"]
+
+
 def elapsed(iso):
     """Time since an ISO UTC moment, as `duration` writes it (the page's script keeps it running)."""
     try:
@@ -65,6 +70,6 @@ def init_app(app):
     app.jinja_env.filters.update(
         status_label=calls.status_label, outcome=calls.outcome, phone=numbers.display, duration=duration, when=when,
         elapsed=elapsed, presence_words=presence.words, clock=clock,
-        local=local, clock_local=clock_local)
+        local=local, clock_local=clock_local, outcome_class=outcome_class)
     app.jinja_env.globals.update(is_terminal=calls.is_terminal, live_state=calls.live_state,
                                  wait_and_talk=calls.wait_and_talk)

@@ -136,8 +136,8 @@ def _utc_bound(day, zone, next_day=False):
     return start.astimezone(ZoneInfo("UTC")).isoformat(timespec="seconds")
 
 
-def find_calls(db, agent, f, zone, limit=PAGE_SIZE):
-    """One page of the calls this person may see that match the filters, newest first (keyset)."""
+def _where(db, agent, f, zone):
+    """The SQL conditions (and their arguments) for the calls this person may see that match `f`."""
     where, args = [], []
     through_index = False
     if f.digits:
@@ -171,6 +171,12 @@ def find_calls(db, agent, f, zone, limit=PAGE_SIZE):
     if f.end:
         where.append("calls.created_at < ?")
         args.append(_utc_bound(f.end, zone, next_day=True))
+    return where, args
+
+
+def find_calls(db, agent, f, zone, limit=PAGE_SIZE):
+    """One page of the calls this person may see that match the filters, newest first (keyset)."""
+    where, args = _where(db, agent, f, zone)
     if f.cursor:
         where.append("(calls.created_at < ? OR (calls.created_at = ? AND calls.id < ?))")
         args += [f.cursor[0], f.cursor[0], f.cursor[1]]
@@ -181,6 +187,34 @@ def find_calls(db, agent, f, zone, limit=PAGE_SIZE):
     rows = list(db.query(sql, [*args, limit + 1]))
     more = len(rows) > limit
     return rows[:limit], more
+
+
+CHART_DAYS = 14  # the chart's days when no dates are chosen (and at most CHART_MAX_DAYS)
+CHART_MAX_DAYS = 62
+
+
+def calls_per_day(db, agent, f, zone):
+    """For the chart: per local day of the filtered range, calls talked, missed by agent, not reached."""
+    today = datetime.now(zone).date()
+    last = _date(f.end) or (min(_date(f.start) + timedelta(days=CHART_DAYS - 1), today) if f.start else today)
+    first = _date(f.start) or last - timedelta(days=CHART_DAYS - 1)
+    first = max(first, last - timedelta(days=CHART_MAX_DAYS - 1))
+    bounded = Filters(**{**f.__dict__, "start": first.isoformat(), "end": last.isoformat(), "problems": []})
+    where, args = _where(db, agent, bounded, zone)
+    rows = db.execute(
+        "SELECT substr(calls.created_at, 1, 13) AS hour, "
+        f"sum({OUTCOMES['talked'][1]}), sum({OUTCOMES['missed'][1]}), count(*) "
+        "FROM calls LEFT JOIN agents ON agents.id = calls.agent_id WHERE " + " AND ".join(where)
+        + " GROUP BY hour", args).fetchall()
+    days = {first + timedelta(days=n): [0, 0, 0] for n in range((last - first).days + 1)}
+    for hour, talked, missed, total in rows:  # UTC hours to local days (zones are whole hours here)
+        day = datetime.fromisoformat(hour + ":00:00+00:00").astimezone(zone).date()
+        if day in days:
+            counts = days[day]
+            counts[0] += talked
+            counts[1] += missed
+            counts[2] += total - talked - missed
+    return [(day, *counts) for day, counts in days.items()]
 
 
 CSV_COLUMNS = ("call_id", "started_at", "agent", "direction", "customer_number", "extension", "outcome",
@@ -279,7 +313,8 @@ def index():
     agents = list(db.query("SELECT username, coalesce(display_name, username) AS name FROM agents ORDER BY 2")) \
         if current_user.is_supervisor else []
     status = 400 if f.problems else 200
-    return render("history/index.html", "results", status=status, calls=rows, filters=f, next_url=next_url,
+    chart = calls_per_day(db, current_user, f, ZoneInfo(cfg["TIME_ZONE"]))
+    return render("history/index.html", "results", status=status, calls=rows, filters=f, next_url=next_url, chart=chart,
                   outcomes=OUTCOMES, agents=agents, first_page=url_for("history.index") + "?" + f.params())
 
 

@@ -85,11 +85,12 @@ def test_demo_agent_calls_a_customer_talks_hangs_up_and_finds_the_recording(page
     expect(row).to_contain_text("completed")
     expect(row).to_contain_text("+44 20 7946 0000")
     expect(row.locator("td").nth(5)).not_to_have_text("—")  # a duration
-    audio = row.get_by_label(re.compile("Recording of call"))
+    page.screenshot(path=os.path.join(SCREENSHOTS, "history.png"), full_page=True)
+    row.get_by_role("link", name=re.compile("Listen to the recording of call")).click()
+    audio = page.get_by_label("Recording")
     expect(audio).to_be_visible()
     seconds = audio_seconds(audio)
     assert seconds > 0
-    page.screenshot(path=os.path.join(SCREENSHOTS, "history.png"), full_page=True)
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ def test_a_call_moves_live_on_the_agents_panel_and_the_board_and_nowhere_else(ap
     assert "+44 20 7946 0000" not in bob.content() and "+442079460000" not in bob.content()
 
 
-@pytest.mark.parametrize("app_config", [LIVE])
+@pytest.mark.parametrize("app_config", [{**LIVE, "DIAL_TIMEOUT": 120}])  # the call outlives a slow reload
 def test_a_reload_mid_call_asks_first_then_still_shows_the_call_and_can_end_it(app, page, auth, live_server):
     auth.create("alice")
     sign_in(page, live_server, "alice", PASSWORD)

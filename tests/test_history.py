@@ -217,3 +217,16 @@ def test_an_agent_cannot_wrap_up_another_agents_call_and_csrf_is_required(client
     assert wrap_up(client, auth, theirs, disposition="sale").status_code == 404
     assert client.post(f"/calls/{theirs}/wrap-up", data={"disposition": "sale"}).status_code == 400
     assert db.execute("SELECT disposition FROM calls WHERE id = ?", [theirs]).fetchone() == (None,)
+
+
+def test_the_chart_counts_each_local_day_of_the_filtered_range(client, auth, db, people):
+    add_call(db, people["alice"], "+442079460001", "2026-07-01T23:30:00+00:00")  # 2 July in London
+    add_call(db, people["alice"], "+442079460002", "2026-07-02T10:00:00+00:00", dial_result="no-answer")
+    add_call(db, people["alice"], "+442079460003", "2026-07-02T11:00:00+00:00", status="busy", dial_result=None)
+    add_call(db, people["bob"], "+442079460004", "2026-07-02T11:00:00+00:00")
+    auth.login("alice")
+    page = client.get("/history?from=2026-07-01&to=2026-07-03").get_data(as_text=True)
+    assert "<title>Wed 1 Jul: 0 talked, 0 missed by agent, 0 not reached</title>" in page
+    assert "<title>Thu 2 Jul: 1 talked, 1 missed by agent, 1 not reached</title>" in page  # not Bob's
+    assert "<title>Fri 3 Jul: 0 talked" in page
+    assert "1 talked</span>" in page and "1 missed by agent</span>" in page

@@ -198,7 +198,7 @@ def test_whole_call_agent_answers_talks_and_hangs_up(app, client, auth, db, agen
         assert w.getnchannels() == 2
         assert round(w.getnframes() / w.getframerate()) == row["recording_duration"]
     history = client.get("/history").get_data(as_text=True)
-    assert f'/calls/{call_id}/recording.wav' in history and "completed" in history
+    assert f'/calls/{call_id}#recording' in history and "completed" in history
     # The player can seek: a range of the recording is a 206 with just those bytes.
     part = client.get(f"/calls/{call_id}/recording.wav", headers={"Range": "bytes=100-199"})
     assert part.status_code == 206 and part.data == media.data[100:200]

@@ -214,12 +214,12 @@ def test_no_csp_violation_while_an_agent_calls_hangs_up_and_plays_the_recording(
     page.get_by_role("button", name="Hang up").click()
     expect(panel_status(page)).to_have_attribute("data-status", "completed", timeout=10_000)
     page.get_by_role("link", name="History").click()
-    audio = page.locator("#calls tbody tr").first.get_by_label(re.compile("Recording of call"))
-    expect(audio).to_be_visible(timeout=10_000)
-    seconds = audio_seconds(audio)
-    assert seconds > 0
-    page.locator("#calls tbody tr").first.locator("td.when a").click()  # the call's own page
+    listen = page.locator("#calls tbody tr").first.get_by_role("link", name=re.compile("Listen to the recording"))
+    expect(listen).to_be_visible(timeout=10_000)
+    listen.click()  # the call's own page
     expect(page.get_by_role("heading", name=re.compile(r"Call with "))).to_be_visible()
+    seconds = audio_seconds(page.get_by_label("Recording"))
+    assert seconds > 0
     assert csp_violations == []
     # The listener does hear the policy: a script reaching elsewhere is refused and reported.
     page.evaluate("() => { try { new WebSocket('wss://elsewhere.example/'); } catch (e) {} }")
