@@ -412,3 +412,35 @@ def m009_wrap_up(db):
     # Who last wrote the call's wrap-up (disposition and notes) and when.
     db["calls"].add_column("wrapped_up_at", str)
     db["calls"].add_column("wrapped_up_by", str)
+
+
+# How a call counts on the history's chart: talked, missed by the agent, or not reached (yet).
+_CHART_KIND = ("CASE WHEN {c}.status = 'completed' AND ({c}.dial_result IS NULL OR {c}.dial_result = 'completed') "
+               "THEN 'talked' WHEN {c}.status = 'completed' THEN 'missed' ELSE 'other' END")
+
+
+def _chart_bump(row, sign):
+    kind = _CHART_KIND.format(c=row)
+    return ("INSERT INTO call_hours (hour, agent_id, direction, talked, missed, other) VALUES "
+            f"(substr({row}.created_at, 1, 13), coalesce({row}.agent_id, 0), {row}.direction, "
+            f"{sign} * ({kind} = 'talked'), {sign} * ({kind} = 'missed'), {sign} * ({kind} = 'other')) "
+            "ON CONFLICT (hour, agent_id, direction) DO UPDATE SET talked = talked + excluded.talked, "
+            "missed = missed + excluded.missed, other = other + excluded.other;")
+
+
+@migrations()
+def m010_call_hours(db):
+    # The history's chart reads calls per UTC hour, agent and direction from this rollup, kept by
+    # triggers: a year of a million calls is ~90 000 rows instead of the calls themselves.
+    db.execute("CREATE TABLE call_hours (hour TEXT NOT NULL, agent_id INTEGER NOT NULL, direction TEXT NOT NULL, "
+               "talked INTEGER NOT NULL, missed INTEGER NOT NULL, other INTEGER NOT NULL, "
+               "PRIMARY KEY (hour, agent_id, direction)) WITHOUT ROWID")
+    db.execute("CREATE INDEX idx_call_hours_agent ON call_hours (agent_id, hour)")
+    db.execute(f"CREATE TRIGGER call_hours_insert AFTER INSERT ON calls BEGIN {_chart_bump('new', 1)} END")
+    db.execute(f"CREATE TRIGGER call_hours_delete AFTER DELETE ON calls BEGIN {_chart_bump('old', -1)} END")
+    db.execute("CREATE TRIGGER call_hours_update AFTER UPDATE OF status, dial_result, agent_id, direction, created_at "
+               f"ON calls BEGIN {_chart_bump('old', -1)} {_chart_bump('new', 1)} END")
+    kind = _CHART_KIND.format(c="calls")
+    db.execute("INSERT INTO call_hours SELECT substr(created_at, 1, 13), coalesce(agent_id, 0), direction, "
+               f"sum({kind} = 'talked'), sum({kind} = 'missed'), sum({kind} = 'other') FROM calls "
+               "GROUP BY 1, 2, 3")

@@ -194,26 +194,34 @@ CHART_MAX_DAYS = 62
 
 
 def calls_per_day(db, agent, f, zone):
-    """For the chart: per local day of the filtered range, calls talked, missed by agent, not reached."""
+    """For the chart: per local day of the filtered range, calls talked, missed by agent, not reached.
+
+    Read from the hourly rollup (call_hours): the range, the agent and the direction narrow it;
+    a number or outcome filter narrows the list below, not the picture of the days.
+    """
     today = datetime.now(zone).date()
     last = _date(f.end) or (min(_date(f.start) + timedelta(days=CHART_DAYS - 1), today) if f.start else today)
     first = _date(f.start) or last - timedelta(days=CHART_DAYS - 1)
     first = max(first, last - timedelta(days=CHART_MAX_DAYS - 1))
-    bounded = Filters(**{**f.__dict__, "start": first.isoformat(), "end": last.isoformat(), "problems": []})
-    where, args = _where(db, agent, bounded, zone)
-    rows = db.execute(
-        "SELECT substr(calls.created_at, 1, 13) AS hour, "
-        f"sum({OUTCOMES['talked'][1]}), sum({OUTCOMES['missed'][1]}), count(*) "
-        "FROM calls LEFT JOIN agents ON agents.id = calls.agent_id WHERE " + " AND ".join(where)
-        + " GROUP BY hour", args).fetchall()
+    where = ["hour >= ?", "hour < ?"]
+    args = [_utc_bound(first.isoformat(), zone)[:13], _utc_bound(last.isoformat(), zone, next_day=True)[:13]]
+    if not agent.is_supervisor:
+        where.append("agent_id = ?")
+        args.append(agent.id)
+    elif f.agent:
+        where.append("agent_id = (SELECT id FROM agents WHERE username = ?)")
+        args.append(f.agent)
+    if f.direction:
+        where.append("direction = ?")
+        args.append(f.direction)
+    rows = db.execute("SELECT hour, sum(talked), sum(missed), sum(other) FROM call_hours WHERE "
+                      + " AND ".join(where) + " GROUP BY hour", args).fetchall()
     days = {first + timedelta(days=n): [0, 0, 0] for n in range((last - first).days + 1)}
-    for hour, talked, missed, total in rows:  # UTC hours to local days (zones are whole hours here)
+    for hour, talked, missed, other in rows:  # UTC hours to local days (zones are whole hours here)
         day = datetime.fromisoformat(hour + ":00:00+00:00").astimezone(zone).date()
         if day in days:
-            counts = days[day]
-            counts[0] += talked
-            counts[1] += missed
-            counts[2] += total - talked - missed
+            for index, count in enumerate((talked, missed, other)):
+                days[day][index] += count
     return [(day, *counts) for day, counts in days.items()]
 
 

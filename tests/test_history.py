@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from dialer import calls, history
+from dialer import calls, history, params
 
 from .test_live import agent_id
 
@@ -230,3 +230,17 @@ def test_the_chart_counts_each_local_day_of_the_filtered_range(client, auth, db,
     assert "<title>Thu 2 Jul: 1 talked, 1 missed by agent, 1 not reached</title>" in page  # not Bob's
     assert "<title>Fri 3 Jul: 0 talked" in page
     assert "1 talked</span>" in page and "1 missed by agent</span>" in page
+
+
+def test_the_chart_rollup_follows_every_change_of_a_call(db, people):
+    call = calls.create_call(db, people["alice"], "+442079460001")
+    for status in ("ringing", "in-progress", "completed"):
+        calls.apply_event(db, call["id"], "status", params.read({"CallSid": "CA" + "1" * 32, "CallStatus": status}))
+    calls.apply_event(db, call["id"], "dial-result", params.read({"CallSid": "CA" + "1" * 32, "DialCallStatus": "no-answer"}))
+    add_call(db, people["bob"], "+442079460002", "2026-07-02T10:00:00+00:00")
+    kind = ("CASE WHEN status = 'completed' AND (dial_result IS NULL OR dial_result = 'completed') THEN 'talked' "
+            "WHEN status = 'completed' THEN 'missed' ELSE 'other' END")
+    expected = db.execute(f"SELECT substr(created_at, 1, 13), agent_id, direction, sum({kind} = 'talked'), "
+                          f"sum({kind} = 'missed'), sum({kind} = 'other') FROM calls GROUP BY 1, 2, 3 ORDER BY 1, 2").fetchall()
+    rollup = db.execute("SELECT * FROM call_hours WHERE talked OR missed OR other ORDER BY 1, 2").fetchall()
+    assert rollup == expected and (0, 1, 0) in [row[3:] for row in rollup]
