@@ -4,6 +4,7 @@ import secrets
 from flask import Blueprint, abort, current_app, jsonify, redirect, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
+from markupsafe import escape
 from wtforms import HiddenField, StringField
 from wtforms.validators import Length, Optional
 
@@ -128,10 +129,14 @@ def hangup(call_id):
                                status="hangup-requested")
             if call["agent_id"] != current_user.id:  # a supervisor ended another agent's call
                 audit.record_call_ended_for_agent(db, call, current_user, request.remote_addr)
-    call = calls.get_call(db, call_id)
     if not wants_fragment():
         return redirect(url_for("dialing.index", call=call_id), 303)
-    return render("dialing/index.html", "call_area", call=call, message=message)
+    # The call's panel and board row change through the event stream (one writer, no race with a
+    # response); a request refused is said where the page shows messages.
+    if message:
+        return (f'<p class="flash error" role="alert">{escape(message)}</p>', 409,
+                {"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
+    return "", 204
 
 
 @bp.route("/token")

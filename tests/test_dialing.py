@@ -181,11 +181,12 @@ def test_agent_hangs_up_a_live_call(app, client, auth, db, live_server):
     call = only_call(db)
     wait_for(lambda: call_queries.get_call(db, call["id"])["status"] in ("ringing", "in-progress"))
     response = client.post(f"/calls/{call['id']}/hangup", headers={"HX-Request": "true", "X-CSRFToken": auth.csrf()})
-    assert response.status_code == 200
+    assert response.status_code == 204  # the panel changes through the event stream
     final = wait_for(lambda: (c := call_queries.get_call(db, call["id"])) and call_queries.is_terminal(c["status"]) and c)
     assert final["status"] in ("canceled", "completed")
     again = client.post(f"/calls/{call['id']}/hangup", headers={"HX-Request": "true", "X-CSRFToken": auth.csrf()})
-    assert "already ended" in again.get_data(as_text=True)
+    assert again.status_code == 409 and "already ended" in again.get_data(as_text=True)
+    assert again.headers["HX-Retarget"] == "#flash"
 
 
 # --- extensions: keyed in after the answer (SendDigits), never dropped ------------------------
