@@ -46,7 +46,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -56,11 +55,11 @@ import time
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import requests
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server import ROOT, Server, rss_kb, sign_in  # noqa: E402
+
 sys.path.insert(0, ROOT)
-GUNICORN = os.path.join(ROOT, ".venv", "bin", "gunicorn")
 AGENTS = 10
 TARGETS = {"p95_ms": 50.0, "ratio": 2.0, "csv_mb": 20.0}
 BYTES_PER_CALL = 3300  # on disk, calls + events + indexes (README: 1 000 000 calls, about 3 GB)
@@ -84,14 +83,6 @@ def pct(values, p):
     return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
 
 
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def folder_bytes(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
@@ -107,64 +98,6 @@ def git_state():
 
 
 # --- the server ------------------------------------------------------------------------------
-
-class Server:
-    """The README's production command, in its own process group, its output in a log file."""
-
-    def __init__(self, env, log_path):
-        self.log_path = log_path
-        self.base = env["DIALER_PUBLIC_BASE_URL"]
-        self.proc = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
-                                     stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_healthy(self, timeout=600):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"the server stopped ({self.proc.returncode}): see {self.log_path}")
-            try:
-                if requests.get(self.base + "/healthz", timeout=2).ok:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        sys.exit(f"the server did not start within {timeout} s: see {self.log_path}")
-
-    def worker(self):
-        for _ in range(100):
-            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
-                children = [int(pid) for pid in f.read().split()]
-            if children:
-                return children[0]
-            time.sleep(0.1)
-        sys.exit("the gunicorn master has no worker")
-
-    def log_problems(self):
-        with open(self.log_path, errors="replace") as f:
-            text = f.read()
-        return text.count("Traceback"), len(re.findall(r"\[(?:ERROR|CRITICAL)\]|\bERROR\b", text))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
-def sign_in(base, username, password):
-    """A requests.Session signed in through /login."""
-    session = requests.Session()
-    page = session.get(base + "/login", timeout=30)
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text).group(1)
-    response = session.post(base + "/login", data={"username": username, "password": password, "csrf_token": token},
-                            allow_redirects=False, timeout=30)
-    if response.status_code not in (302, 303):
-        sys.exit(f"signing in as {username} failed: {response.status_code} {response.text[:300]}")
-    return session
-
 
 def server_ms(response):
     """The server's own time from a Server-Timing header (a `total`/`app` metric, else the largest), or None."""
@@ -401,9 +334,9 @@ def run_size(size, args, tmp):
     result["log"] = server.log_path
     try:
         started = time.monotonic()
-        server.wait_healthy()
+        server.wait_healthy(timeout=600)
         result["start_s"] = time.monotonic() - started
-        worker = server.worker()
+        worker = server.workers(1)[0]
         sessions = {"agent": sign_in(base, info["agent"], info["password"]),
                     "supervisor": sign_in(base, "supervisor", info["password"])}
         print(f"[{size:,}] server up in {result['start_s']:.1f} s (worker {worker}); "

@@ -44,9 +44,7 @@ import re  # noqa: E402
 import resource  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
 import socket  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -58,9 +56,11 @@ import gevent.event  # noqa: E402
 import gevent.pool  # noqa: E402
 import requests  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import server as server_module  # noqa: E402
+from server import ROOT, Server, cpu_ticks, rss_kb  # noqa: E402
+
 sys.path.insert(0, ROOT)
-GUNICORN = os.path.join(ROOT, ".venv", "bin", "gunicorn")
 STATUS_SEQUENCE = ("initiated", "ringing", "in-progress", "completed")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ARTICLE = re.compile(rb'<article id="call-(\d+)"[^>]*?data-status="([a-z-]+)"')
@@ -91,78 +91,6 @@ def voice_params(account, call_sid, status):
 
 
 # --- the server and /proc -------------------------------------------------------------------
-
-class Server:
-    """The README's production command, in its own process group, its output in a log file."""
-
-    def __init__(self, env, log_path):
-        self.log_path = log_path
-        self.base = env["DIALER_PUBLIC_BASE_URL"]
-        self.proc = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
-                                     stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_healthy(self, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"the server stopped ({self.proc.returncode}): see {self.log_path}")
-            try:
-                if requests.get(self.base + "/healthz", timeout=1).ok:
-                    return
-            except requests.RequestException:
-                pass
-            gevent.sleep(0.1)
-        sys.exit(f"the server did not start within {timeout} s: see {self.log_path}")
-
-    def log_matching(self, pattern, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with open(self.log_path) as f:
-                found = re.search(pattern, f.read())
-            if found:
-                return found
-            if self.proc.poll() is not None:
-                break
-            gevent.sleep(0.1)
-        sys.exit(f"no {pattern!r} in the server's output: see {self.log_path}")
-
-    def workers(self, expected):
-        for _ in range(100):
-            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
-                children = [int(pid) for pid in f.read().split()]
-            if len(children) >= expected:
-                return children
-            gevent.sleep(0.1)
-        sys.exit(f"expected {expected} workers, found {children}")
-
-    def log_problems(self):
-        with open(self.log_path, errors="replace") as f:
-            text = f.read()
-        return text.count("Traceback"), len(re.findall(r"\[(?:ERROR|CRITICAL)\]|\bERROR\b", text))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
-def cpu_ticks(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
 
 def socket_count(pid):
     """Open sockets of a process: its streams, more or less (plus the listener)."""
@@ -310,16 +238,9 @@ class Streams:
 # --- users -------------------------------------------------------------------------------------
 
 def sign_in(base, username, password):
-    """A requests.Session signed in through /login, and its Cookie header for the raw streams."""
-    session = requests.Session()
-    page = session.get(base + "/login", timeout=30)
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text).group(1)
-    response = session.post(base + "/login", data={"username": username, "password": password, "csrf_token": token},
-                            allow_redirects=False, timeout=30)
-    if response.status_code not in (302, 303):
-        sys.exit(f"signing in as {username} failed: {response.status_code} {response.text[:300]}")
-    cookie = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
-    return session, cookie
+    """A signed-in requests.Session, and its Cookie header for the raw streams."""
+    session = server_module.sign_in(base, username, password)
+    return session, "; ".join(f"{c.name}={c.value}" for c in session.cookies)
 
 
 def timed(fn):
