@@ -40,13 +40,11 @@ import argparse
 import codecs
 import csv
 import html
-import math
 import os
 import random
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,7 +55,7 @@ from zoneinfo import ZoneInfo
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server import ROOT, Server, rss_kb, sign_in  # noqa: E402
+from server import ROOT, Server, free_port, pct, rss_kb, sign_in, twilio_env  # noqa: E402
 
 sys.path.insert(0, ROOT)
 AGENTS = 10
@@ -67,20 +65,6 @@ NEXT = re.compile(r'<a href="([^"]+)" rel="next">')
 ROW = re.compile(r'<tr data-call-id="\d+"')
 MEDIUM = "794601"  # 020 7946 01xx: some 3.5% of the generated calls, 35 000 at a million (see kinds_for)
 TIMING = re.compile(r'([\w.-]+)(?:;[^,]*?dur=([\d.]+))?')
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pct(values, p):
-    """The p-th percentile (nearest rank) of a list of numbers; nan when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
 
 
 def folder_bytes(path):
@@ -316,15 +300,8 @@ def run_size(size, args, tmp):
         sys.exit(f"{size:,} calls need about {need / 1e9:.1f} GB in {tmp}; only {free / 1e9:.1f} GB is free "
                  "(set TMPDIR to a bigger disk)")
     port = free_port()
-    base, host = f"http://127.0.0.1:{port}", f"127.0.0.1:{port}"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DIALER_")}
-    env.update({
-        "DIALER_WORKERS": "1", "DIALER_INSTANCE_PATH": instance, "DIALER_BIND": host,
-        "DIALER_PUBLIC_BASE_URL": base, "DIALER_SECRET_KEY": secrets.token_hex(32),
-        "DIALER_TWILIO_ACCOUNT_SID": "AC" + secrets.token_hex(16), "DIALER_TWILIO_AUTH_TOKEN": secrets.token_hex(16),
-        "DIALER_TWILIO_API_KEY_SID": "SK" + secrets.token_hex(16), "DIALER_TWILIO_API_KEY_SECRET": secrets.token_hex(16),
-        "DIALER_TWILIO_TWIML_APP_SID": "AP" + secrets.token_hex(16), "DIALER_TWILIO_CALLER_ID": "+442079460000",
-    })
+    base = f"http://127.0.0.1:{port}"
+    env = twilio_env(1, instance, port)
     print(f"[{size:,}] generating {size:,} calls in {instance} ({free / 1e9:.0f} GB free) …", flush=True)
     info = prepare(size, instance, env)
     result = {"size": size, "info": info, "disk": folder_bytes(instance)}

@@ -38,7 +38,6 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
-import math  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import resource  # noqa: E402
@@ -58,7 +57,7 @@ import requests  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import server as server_module  # noqa: E402
-from server import ROOT, Server, cpu_ticks, rss_kb  # noqa: E402
+from server import ROOT, Server, cpu_ticks, free_port, pct, rss_kb, twilio_env  # noqa: E402
 
 sys.path.insert(0, ROOT)
 STATUS_SEQUENCE = ("initiated", "ringing", "in-progress", "completed")
@@ -66,20 +65,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 ARTICLE = re.compile(rb'<article id="call-(\d+)"[^>]*?data-status="([a-z-]+)"')
 LAST_ID = re.compile(rb"(?:^|\n)id: (\d+)\n")
 TARGETS = {"p95": 150.0, "p99": 300.0, "idle_cpu": 3.0}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pct(values, p):
-    """The p-th percentile (nearest rank) of a list of numbers; nan when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
 
 
 def voice_params(account, call_sid, status):
@@ -258,14 +243,7 @@ def twilio_phase(args, tmp):
     port = free_port()
     base, host = f"http://127.0.0.1:{port}", f"127.0.0.1:{port}"
     instance = os.path.join(tmp, "twilio-instance")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("DIALER_")}
-    env.update({
-        "DIALER_WORKERS": "2", "DIALER_INSTANCE_PATH": instance, "DIALER_BIND": host,
-        "DIALER_PUBLIC_BASE_URL": base, "DIALER_SECRET_KEY": secrets.token_hex(32),
-        "DIALER_TWILIO_ACCOUNT_SID": "AC" + secrets.token_hex(16), "DIALER_TWILIO_AUTH_TOKEN": secrets.token_hex(16),
-        "DIALER_TWILIO_API_KEY_SID": "SK" + secrets.token_hex(16), "DIALER_TWILIO_API_KEY_SECRET": secrets.token_hex(16),
-        "DIALER_TWILIO_TWIML_APP_SID": "AP" + secrets.token_hex(16), "DIALER_TWILIO_CALLER_ID": "+442079460000",
-    })
+    env = twilio_env(2, instance, port)
     print(f"[twilio] preparing {instance}: {args.agents} agents + 1 supervisor …", flush=True)
     os.environ.update(env)  # create_app reads the same settings as the server
     from twilio.request_validator import RequestValidator

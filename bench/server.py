@@ -3,9 +3,12 @@
 Imported after bench/live.py has patched the standard library for gevent, so `time.sleep` here
 yields to its greenlets there.
 """
+import math
 import os
 import re
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +17,33 @@ import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUNICORN = os.path.join(ROOT, ".venv", "bin", "gunicorn")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values, p):
+    """The p-th percentile (nearest rank) of a list of numbers; nan when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
+
+
+def twilio_env(workers, instance, port):
+    """The server's environment in Twilio mode with made-up credentials (nothing here reaches Twilio)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DIALER_")}
+    env.update({
+        "DIALER_WORKERS": str(workers), "DIALER_INSTANCE_PATH": instance, "DIALER_BIND": f"127.0.0.1:{port}",
+        "DIALER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "DIALER_SECRET_KEY": secrets.token_hex(32),
+        "DIALER_TWILIO_ACCOUNT_SID": "AC" + secrets.token_hex(16), "DIALER_TWILIO_AUTH_TOKEN": secrets.token_hex(16),
+        "DIALER_TWILIO_API_KEY_SID": "SK" + secrets.token_hex(16), "DIALER_TWILIO_API_KEY_SECRET": secrets.token_hex(16),
+        "DIALER_TWILIO_TWIML_APP_SID": "AP" + secrets.token_hex(16), "DIALER_TWILIO_CALLER_ID": "+442079460000",
+    })
+    return env
 
 
 class Server:
