@@ -121,15 +121,6 @@ def call_for_agent(db, call_id, agent):
     return None
 
 
-def recent_calls(db, agent, limit=50):
-    """The latest calls this agent may see, newest first, with the agent's name."""
-    where, args = ("", []) if agent.is_supervisor else ("WHERE calls.agent_id = ?", [agent.id])
-    return list(db.query(
-        "SELECT calls.*, agents.display_name AS agent_name FROM calls "
-        f"JOIN agents ON agents.id = calls.agent_id {where} "
-        "ORDER BY calls.created_at DESC, calls.id DESC LIMIT ?", [*args, limit]))
-
-
 def todays_ended_calls(db, agent_id, limit=20):
     """This agent's calls of today (UTC) that have ended, newest first: the dialer's redial list."""
     today = datetime.now(timezone.utc).date().isoformat()
