@@ -278,6 +278,7 @@ TIMELINE = {
 def timeline(call, events):
     """The call's events as a person reads them, in order, without repeats: (when, sentence)."""
     said, lines = set(), []
+    hung_up = _who_hung_up(events)
     for event in events:
         status, source, values = event["status"], event["source"], event["params"]
         text = TIMELINE.get((source, status))
@@ -288,15 +289,33 @@ def timeline(call, events):
         elif source == "agent" and calls.is_terminal(status) and status != "completed":
             text = f"the agent's phone stopped ringing ({calls.status_label(status)})"
         elif source == "agent" and status == "completed":
-            text = "the agent's side ended"
+            text = hung_up if hung_up == "the agent hung up" else None if hung_up else "the agent's side ended"
         elif source == "dial-result":
-            text = None if status == "completed" else f"no agent took the call ({calls.status_label(status)}): the customer heard the apology"
+            text = (hung_up if hung_up == "the customer hung up" else None) if status == "completed" else \
+                f"no agent took the call ({calls.status_label(status)}): the customer heard the apology"
         elif source in ("status", "twiml") and calls.is_terminal(status):
             text = f"the call ended: {calls.outcome(call)}" if status == call["status"] else f"the call ended ({calls.status_label(status)})"
         if text and text not in said:
             said.add(text)
             lines.append((event["received_at"], text))
     return lines
+
+
+def _who_hung_up(events):
+    """Who ended a call both sides talked on, in words, or None when the events do not say.
+
+    Ended from the dialer: its own event says by whom. Otherwise the <Dial> action callback tells:
+    it carries the customer's leg's CallStatus, still `in-progress` when the agent's side ended
+    first and `completed` when the customer hung up (TWILIO.md 9.1).
+    """
+    for event in events:
+        if event["source"] == "app" and event["params"].get("action") == "hangup":
+            return "ended from the dialer"
+    for event in events:
+        if event["source"] == "dial-result" and event["status"] == "completed":
+            return {"in-progress": "the agent hung up", "completed": "the customer hung up"}.get(
+                event["params"].get("CallStatus"))
+    return None
 
 
 def _own_call_or_404(call_id):

@@ -210,3 +210,30 @@ def test_a_supervisor_ends_a_stuck_call_from_the_board_after_confirming(app, tea
     expect(panel_status(alice)).to_have_attribute("data-status", re.compile("completed|canceled"))
     audit = db.execute("SELECT action FROM audit_log WHERE action LIKE '%call%'").fetchall()
     assert audit, "ending another agent's call is audited"
+
+
+@pytest.mark.parametrize("app_config", [LIVE])
+def test_a_calls_page_follows_the_call_through_the_stream_without_polling(app, team, live_server, db):
+    alice, sue = team["alice"], team["sue"]
+    start_phone(alice)
+    call_customer(alice, "020 7946 0000")
+    expect(panel_status(alice)).to_have_attribute("data-status", "ringing", timeout=10_000)
+    call_id = max(r["id"] for r in db["calls"].rows)
+    reads = []
+    sue.on("request", lambda r: reads.append(r.url) if re.search(rf"/calls/{call_id}$", r.url) else None)
+    sue.goto(f"{live_server}/calls/{call_id}")
+    assert "every" not in (sue.locator("#call-status").get_attribute("hx-trigger") or "")
+    status = sue.locator("#call-status dl")
+    story = sue.locator(".timeline")
+
+    expect(alice.locator("#incoming")).to_be_visible(timeout=10_000)
+    alice.get_by_role("button", name="Accept").click()
+    expect(status).to_have_attribute("data-status", "in-progress", timeout=10_000)
+    expect(story).to_contain_text("the agent answered: talking")
+    alice.get_by_role("button", name="Hang up").click()
+    expect(status).to_have_attribute("data-status", "completed", timeout=10_000)
+    expect(story).to_contain_text("the agent hung up")
+    expect(sue.get_by_label("Recording")).to_be_attached(timeout=10_000)
+    quiet = len(reads)
+    sue.wait_for_timeout(2500)  # nothing changes now, so nothing is read again
+    assert len(reads) == quiet, reads

@@ -3,6 +3,7 @@ import html
 import io
 import json
 import os
+import re
 import time
 import wave
 
@@ -267,6 +268,29 @@ def test_customer_hangs_up_mid_call_and_the_browser_hears_hangup(app, client, au
     row = finished(db, call_id, recording=True)
     assert row["dial_result"] == "completed" and row["duration"] in (9, 10, 11)
     assert customer_leg(app, row).heard == [HOLD]
+
+
+def story(client, call_id):
+    """The call page's timeline, a line each."""
+    html = client.get(f"/calls/{call_id}").get_data(as_text=True)
+    return [re.sub(r"<[^>]+>|\s+", " ", item).strip() for item in re.findall(r"<li>(.*?)</li>", html, re.S)
+            if "<time" in item]
+
+
+@pytest.mark.parametrize("number, who", [("020 7946 0000", "the agent hung up"),
+                                         ("020 7946 0105", "the customer hung up")])
+def test_the_call_page_says_who_hung_up(app, client, auth, db, agent, number, who):
+    call_id = dial(client, auth, db, number)
+    incoming = agent.next("incoming")
+    agent.act(incoming["call_sid"], "accept")
+    wait_for(lambda: call_queries.get_call(db, call_id)["agent_answered_at"])
+    if who == "the agent hung up":
+        agent.act(incoming["call_sid"], "disconnect")
+    finished(db, call_id, recording=True)
+    lines = story(client, call_id)
+    said = [line for line in lines if "hung up" in line or "side ended" in line or "ended from" in line]
+    assert len(said) == 1 and who in said[0], lines
+    assert [i for i, line in enumerate(lines) if "talking" in line] < [i for i, line in enumerate(lines) if who in line]
 
 
 @pytest.mark.parametrize("app_config", [{"SANDBOX_CALLBACK_CHAOS": True}])

@@ -19,6 +19,10 @@
     const parsed = document.createElement("template");  // a template keeps table rows as they are
     parsed.innerHTML = data;
     for (const element of parsed.content.children) {
+      const call = /^call-(\d+)$/.exec(element.id);
+      if (call) {  // a call's page reads itself again when that call changes
+        for (const page of document.querySelectorAll(`[data-follow-call="${call[1]}"]`)) htmx.trigger(page, "dialer:call-changed");
+      }
       if (!element.id || document.getElementById(element.id)) continue;
       const list = element.dataset.upsert && document.querySelector(element.dataset.upsert);
       if (!list || (list.dataset.agent && list.dataset.agent !== element.dataset.agent)) continue;
