@@ -1,5 +1,6 @@
 """Past calls: the history list (filters, keyset pages), one call's page with its timeline, its recording."""
 import csv
+import functools
 import io
 import re
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from wtforms import SelectField, TextAreaField
 from wtforms.validators import Length, Optional
 
 from . import calls, telephony
-from .db import get_db
+from .db import EVERYONE, get_db
 from .pages import render
 
 bp = Blueprint("history", __name__)
@@ -211,18 +212,27 @@ def calls_per_day(db, agent, f, zone):
     elif f.agent:
         where.append("agent_id = (SELECT id FROM agents WHERE username = ?)")
         args.append(f.agent)
+    else:
+        where.append("agent_id = ?")  # the whole centre's row of each hour
+        args.append(EVERYONE)
     if f.direction:
         where.append("direction = ?")
         args.append(f.direction)
     rows = db.execute("SELECT hour, sum(talked), sum(missed), sum(other) FROM call_hours WHERE "
                       + " AND ".join(where) + " GROUP BY hour", args).fetchall()
     days = {first + timedelta(days=n): [0, 0, 0] for n in range((last - first).days + 1)}
-    for hour, talked, missed, other in rows:  # UTC hours to local days (zones are whole hours here)
-        day = datetime.fromisoformat(hour + ":00:00+00:00").astimezone(zone).date()
+    for hour, talked, missed, other in rows:
+        day = _local_day(hour, zone)
         if day in days:
             for index, count in enumerate((talked, missed, other)):
                 days[day][index] += count
     return [(day, *counts) for day, counts in days.items()]
+
+
+@functools.lru_cache(maxsize=4096)  # a chart has up to 62 x 24 hours, the same ones page after page
+def _local_day(hour, zone):
+    """The local day of a UTC hour ("2026-07-01T23"): zones are whole hours here."""
+    return datetime.fromisoformat(hour + ":00:00+00:00").astimezone(zone).date()
 
 
 CSV_COLUMNS = ("call_id", "started_at", "agent", "direction", "customer_number", "extension", "outcome",
