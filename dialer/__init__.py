@@ -20,14 +20,25 @@ def create_app(test_config=None, instance_path=None):
     app = Flask(__name__, template_folder="../templates", static_folder="../static",
                 instance_relative_config=True,
                 instance_path=instance_path or os.environ.get("DIALER_INSTANCE_PATH") or None)
-    from . import config
-    config.load(app, test_config)
+    from . import config, golive
+    # `flask twilio setup` makes the API key and TwiML App that twilio mode otherwise needs to start.
+    config.load(app, test_config, twilio_settings_required=not golive.command_line_runs_twilio())
     app.url_map.converters["id"] = RowIdConverter
 
-    from . import auth, db, filters, generate, security
+    if app.config["PROXY_HOPS"]:
+        # Behind Caddy (deploy/Caddyfile): the client's address, the scheme and the host come from the
+        # X-Forwarded-* headers the trusted proxies set, no more hops than that (a client cannot
+        # forge them past the proxy). The sign-in throttle then counts the real client's address.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+    from . import auth, backup, db, filters, generate, security
     db.init_app(app)
     auth.init_app(app)
     app.cli.add_command(generate.calls_cli)  # `flask calls generate N`: synthetic history
+    app.cli.add_command(backup.db_cli)  # `flask db backup PATH`, `flask db restore PATH`
+    app.cli.add_command(golive.twilio_cli)  # `flask twilio setup`, `flask twilio check`: going live
     csrf.init_app(app)
     filters.init_app(app)
     security.init_app(app)

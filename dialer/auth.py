@@ -291,7 +291,7 @@ def unauthorized():
 # --- helpers -------------------------------------------------------------------------------
 
 def client_address():
-    """The client's address. Behind a proxy this is the proxy's until a trusted-proxy setting exists."""
+    """The client's address: the connection's, or behind Caddy the one it forwarded (PROXY_HOPS, ProxyFix)."""
     return request.remote_addr
 
 

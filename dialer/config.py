@@ -47,6 +47,7 @@ class Config:
     DIAL_RECORD = "record-from-answer-dual"
     ANSWER_ON_BRIDGE = True
     AUTO_ACCEPT_OWN_CALLS = True
+
     VOICE_TOKEN_TTL = 3600  # seconds; Twilio refuses more than 24 h
 
     # Sandbox only: how fast simulated time runs (0.05 = twenty times faster), and whether
@@ -81,6 +82,11 @@ class Config:
     PASSWORD_MIN_LENGTH = 8
     PASSWORD_MIN_SCORE = 3  # zxcvbn's 0-4 guessability score; 2 and up refuse every common password
 
+    # How many proxies in front of the app set X-Forwarded-For/-Proto/-Host that the app may believe:
+    # 0 (no proxy: the connection is the client), 1 behind Caddy (deploy/Caddyfile). More than the
+    # real number lets a client forge its address past the sign-in throttle.
+    PROXY_HOPS = 0
+
 
 DIAL_RECORD_MODES = {
     "do-not-record", "record-from-answer", "record-from-ringing",
@@ -94,8 +100,12 @@ SID_PATTERNS = {
 }
 
 
-def load(app, test_config=None):
-    """Fill app.config in the agreed order and check it."""
+def load(app, test_config=None, twilio_settings_required=True):
+    """Fill app.config in the agreed order and check it.
+
+    `twilio_settings_required=False` is for `flask twilio setup/check` only: they make or report the
+    API key, TwiML App and caller ID that twilio mode otherwise needs before anything runs.
+    """
     app.config.from_object(Config)
     app.config.from_pyfile("config.py", silent=True)
     app.config.from_prefixed_env("DIALER")
@@ -109,7 +119,7 @@ def load(app, test_config=None):
         cfg["TELEPHONY"] = "twilio" if has_credentials else "sandbox"
     if not cfg["SECRET_KEY"]:
         cfg["SECRET_KEY"] = _instance_secret(app.instance_path, "secret_key")
-    validate(cfg)
+    validate(cfg, twilio_settings_required)
     if cfg["SESSION_COOKIE_SECURE"] is None:
         cfg["SESSION_COOKIE_SECURE"] = cfg["PUBLIC_BASE_URL"].startswith("https://")
 
@@ -142,7 +152,7 @@ def _e164(value):
         number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def validate(cfg):
+def validate(cfg, twilio_settings_required=True):
     """Raise ConfigError naming the first wrong setting."""
     def fail(name, why):
         raise ConfigError(f"setting {name} ({'DIALER_' + name}) {why}")
@@ -152,7 +162,7 @@ def validate(cfg):
     if not _is_url(cfg["PUBLIC_BASE_URL"]):
         fail("PUBLIC_BASE_URL", f"must be an http(s) URL such as https://dialer.example.com, not {cfg['PUBLIC_BASE_URL']!r}")
     cfg["PUBLIC_BASE_URL"] = str(cfg["PUBLIC_BASE_URL"]).rstrip("/")
-    if cfg["TELEPHONY"] == "twilio":
+    if cfg["TELEPHONY"] == "twilio" and twilio_settings_required:
         for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_KEY_SID",
                      "TWILIO_API_KEY_SECRET", "TWILIO_TWIML_APP_SID", "TWILIO_CALLER_ID"):
             if not cfg[name]:
@@ -228,3 +238,6 @@ def validate(cfg):
         fail("TIME_ZONE", f"must be a time zone name such as Europe/London or America/New_York, not {cfg['TIME_ZONE']!r}")
     if cfg["SESSION_COOKIE_SAMESITE"] not in ("Lax", "Strict"):
         fail("SESSION_COOKIE_SAMESITE", f"must be 'Lax' or 'Strict', not {cfg['SESSION_COOKIE_SAMESITE']!r}")
+    hops = cfg["PROXY_HOPS"]
+    if not isinstance(hops, int) or isinstance(hops, bool) or not 0 <= hops <= 5:
+        fail("PROXY_HOPS", f"must be the number of proxies in front of the dialer, 0 to 5 (1 behind Caddy), not {hops!r}")

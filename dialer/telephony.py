@@ -134,3 +134,24 @@ def voice_token(identity):
                         identity=identity, ttl=ttl)
     token.add_grant(VoiceGrant(incoming_allow=True, outgoing_application_sid=cfg["TWILIO_TWIML_APP_SID"]))
     return token.to_jwt(), ttl
+
+
+# --- go-live commands (dialer/golive.py): a Client for given credentials, outside a request --------
+
+VOICE_API = "https://voice.twilio.com"  # dialing permissions (geo permissions) live on this domain
+
+
+class SandboxHttpClient(BaseUrlHttpClient):
+    """BaseUrlHttpClient that sends voice.twilio.com requests to the base URL too, so a command
+    rehearsing against a sandbox never reaches the real Twilio (the sandbox answers 404 there)."""
+
+    def request(self, method, url, *args, **kwargs):
+        if url.startswith(VOICE_API):
+            url = TWILIO_API + url[len(VOICE_API):]
+        return super().request(method, url, *args, **kwargs)
+
+
+def build_client(account_sid, username, password, base_url=None, timeout=10):
+    """A Client for these credentials (the auth token or an API key), at Twilio or at `base_url`."""
+    http = SandboxHttpClient(base_url, timeout=timeout) if base_url else TwilioHttpClient(timeout=timeout)
+    return Client(username, password, account_sid, http_client=http)

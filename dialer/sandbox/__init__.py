@@ -31,10 +31,13 @@ def init_app(app):
     app.extensions["sandbox_engine"] = Engine(carrier)
 
     from .. import csrf
-    from . import api, control
+    from . import account, api, control
+    app.extensions["sandbox_account"] = account.Account(app.instance_path, carrier, app.config)
     app.register_blueprint(api.bp)
+    app.register_blueprint(account.bp)  # Accounts, IncomingPhoneNumbers, Applications, Keys
     app.register_blueprint(control.bp)
     csrf.exempt(api.bp)  # Twilio-shaped: basic auth and access tokens, not browser sessions
+    csrf.exempt(account.bp)
 
     app.logger.info("Sandbox is on: calls go to the built-in offline carrier at %s", app.config["TWILIO_API_BASE_URL"])
     if not serving():

@@ -147,6 +147,7 @@ class Carrier:
         self.auth_token = config["TWILIO_AUTH_TOKEN"]
         self.api_key_sid = config["TWILIO_API_KEY_SID"]
         self.api_key_secret = config["TWILIO_API_KEY_SECRET"]
+        self.keys: dict[str, str] = {}  # API keys made through Keys.json (account.py): sid -> secret
         self.caller_id = config["TWILIO_CALLER_ID"]
         self.base_url = config["PUBLIC_BASE_URL"] + "/sandbox"
         self.scale = float(config["SANDBOX_TIME_SCALE"])
@@ -178,9 +179,14 @@ class Carrier:
             self.changed.notify_all()
 
     # --- REST: calls ------------------------------------------------------------------------
+    def key_secret(self, key_sid):
+        """The secret of one of the account's API keys (the configured one or a made one), else None."""
+        return self.api_key_secret if key_sid == self.api_key_sid else self.keys.get(key_sid)
+
     def check_account(self, account_sid, username, password):
         if username != self.account_sid or not secrets.compare_digest(password or "", self.auth_token):
-            if username != self.api_key_sid or not secrets.compare_digest(password or "", self.api_key_secret):
+            secret = self.key_secret(username)
+            if secret is None or not secrets.compare_digest(password or "", secret):
                 raise RestError(20003, "Authenticate", 401)
         if account_sid != self.account_sid:
             raise RestError(20003, "Authenticate", 401)
@@ -334,13 +340,17 @@ class Carrier:
             raise TokenError(20101, "Invalid Access Token: none was given")
         try:
             header = jwt.get_unverified_header(token)
-            claims = jwt.decode(token, self.api_key_secret, algorithms=["HS256"],
+            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+            secret = self.key_secret(issuer) if isinstance(issuer, str) else None
+            if secret is None:
+                raise TokenError(20101, "Invalid Access Token: issuer is not an API key of this account")
+            claims = jwt.decode(token, secret, algorithms=["HS256"],
                                 options={"require": ["exp", "iss", "sub"]}, leeway=0)
         except jwt.ExpiredSignatureError:
             raise TokenError(20104, "Access Token expired or expiration date invalid") from None
         except jwt.PyJWTError as error:
             raise TokenError(20101, f"Invalid Access Token: {error}") from None
-        if header.get("cty") != "twilio-fpa;v=1" or claims["iss"] != self.api_key_sid or claims["sub"] != self.account_sid:
+        if header.get("cty") != "twilio-fpa;v=1" or claims["sub"] != self.account_sid:
             raise TokenError(20101, "Invalid Access Token: issuer or subject does not match this account")
         grants = claims.get("grants") or {}
         identity = grants.get("identity")
