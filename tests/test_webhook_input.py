@@ -11,7 +11,7 @@ from dialer.auth import agent_by_username
 from dialer.db import writing
 from dialer.params import MAX_CALL_SECONDS
 
-from .test_twiml import TWIML_PATHS, at, signed_post
+from .test_twiml import TWIML_PATHS, at, signed_post, start_now  # noqa: F401 (start_now: autouse)
 
 LEG = "CA" + "a" * 32
 HUGE = str(10**20)
