@@ -43,7 +43,7 @@ def create_app(test_config=None, instance_path=None):
     filters.init_app(app)
     security.init_app(app)
 
-    from . import board, dialing, history, live, presence, twiml
+    from . import board, dialing, history, inbound, live, presence, twiml  # noqa: F401 (inbound: its /twiml/ routes)
     app.register_blueprint(auth.bp)
     app.register_blueprint(board.bp)
     app.register_blueprint(presence.bp)

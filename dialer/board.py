@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 from flask import Blueprint, abort
 from flask_login import current_user, login_required
 
-from . import calls, live
+from . import calls, inbound, live
 from .db import get_db
 from .pages import render
 
@@ -19,26 +19,33 @@ def agents(db):
 
 
 def todays_counts(db):
-    """Calls placed today (UTC) and how they went: answered, missed, average wait and talk."""
+    """Today's calls (UTC) and how they went: placed by agents (answered by the customer, missed by
+    the agent), customers calling in (answered, and missed: hung up unanswered or left a message),
+    average wait and talk."""
     today = datetime.now(timezone.utc).date().isoformat()
-    rows = db.execute(
-        "SELECT status, dial_result, answered_at, agent_answered_at, ended_at, duration FROM calls "
-        "WHERE created_at >= ?", [today]).fetchall()
-    placed = answered = missed = 0
+    rows = db.query(
+        "SELECT direction, status, dial_result, answered_at, agent_answered_at, ended_at, duration, queued_at, "
+        "voicemail_sid FROM calls WHERE created_at >= ?", [today])
+    counts = dict.fromkeys(("placed", "answered", "missed", "called_in", "answered_in", "missed_in"), 0)
     waits, talks = [], []
-    for status, dial_result, answered_at, agent_answered_at, ended_at, duration in rows:
-        call = {"status": status, "dial_result": dial_result, "answered_at": answered_at,
-                "agent_answered_at": agent_answered_at, "ended_at": ended_at, "duration": duration}
-        placed += 1
-        answered += bool(answered_at)
-        missed += calls.outcome(call) in ("missed by agent", "customer hung up while waiting")
+    for call in rows:
+        if call["direction"] == "inbound":
+            counts["called_in"] += 1
+            counts["answered_in"] += bool(call["agent_answered_at"])
+            counts["missed_in"] += calls.is_terminal(call["status"]) and not call["agent_answered_at"]
+        else:
+            counts["placed"] += 1
+            counts["answered"] += bool(call["answered_at"])
+            counts["missed"] += calls.outcome(call) in ("missed by agent", "customer hung up while waiting")
         wait, talk = calls.wait_and_talk(call)
-        if wait is not None and (agent_answered_at or ended_at):
+        if wait is not None and (call["agent_answered_at"] or call["ended_at"]):
             waits.append(wait)
         if talk:
             talks.append(talk)
-    return {"placed": placed, "answered": answered, "missed": missed,
-            "wait": sum(waits) / len(waits) if waits else None, "talk": sum(talks) / len(talks) if talks else None}
+    queue = inbound.waiting(db)
+    return {**counts, "wait": sum(waits) / len(waits) if waits else None,
+            "talk": sum(talks) / len(talks) if talks else None,
+            "waiting": len(queue), "longest_since": queue[0]["queued_at"] if queue else None}
 
 
 @bp.route("/board")
@@ -49,4 +56,4 @@ def index():
         abort(403, "The board is for supervisors.")
     db = get_db()
     return render("board/index.html", "board", agents=agents(db), calls=live.snapshot_calls(db, None, True),
-                  counts=todays_counts(db))
+                  counts=todays_counts(db), missed=calls.to_call_back(db))

@@ -60,6 +60,43 @@ def create_call(db, agent_id, customer_number, direction="outbound", extension=N
     return call
 
 
+def create_inbound(db, callback):
+    """The call of a customer ringing the centre's number, or the one this CallSid already made.
+
+    No agent yet; our TwiML answers it at once with the greeting, so it is in progress from here.
+    """
+    return batched(db, _create_inbound, callback, read=_inbound_known)
+
+
+def _inbound_known(db, callback):
+    found = call_by_sid(db, callback.get("CallSid"))
+    return call_with_identity(db, found["id"]) if found else None
+
+
+def _create_inbound(db, callback):
+    found = _inbound_known(db, callback)
+    if found:
+        return found
+    now = utcnow()
+    caller = callback.get("From") or "unknown"
+    cursor = db.execute(
+        "INSERT INTO calls (agent_id, direction, customer_number, customer_call_sid, status, created_at, answered_at) "
+        "VALUES (NULL, 'inbound', ?, ?, 'in-progress', ?, ?)", [caller, callback.get("CallSid"), now, now])
+    record_event(db, cursor.lastrowid, "twiml", callback.raw, status=callback.get("CallStatus"),
+                 call_sid=callback.get("CallSid"))
+    call = call_with_identity(db, cursor.lastrowid)
+    live.publish_call(db, call)
+    return call
+
+
+def earlier_calls(db, customer_number, before_id):
+    """How many calls this number had before, and the newest one's id and disposition: for the incoming-call screen."""
+    row = db.execute("SELECT count(*), max(id) FROM calls WHERE customer_number = ? AND id < ?",
+                     [customer_number, before_id]).fetchone()
+    last = get_call(db, row[1]) if row[1] else None
+    return row[0], last
+
+
 def get_call(db, call_id):
     return one(db, "SELECT * FROM calls WHERE id = ?", [call_id])
 
@@ -114,11 +151,33 @@ def seconds_until_next_call(db, agent_id, limit):
 
 
 def call_for_agent(db, call_id, agent):
-    """The call (with its agent's name) if this agent may see it (their own, or any for a supervisor), else None."""
+    """The call (with its agent's name) if this agent may see it, else None: their own, any for a
+    supervisor, and a customer's call in that no agent took (the team calls them back)."""
     call = call_with_identity(db, call_id)
-    if call and (agent.is_supervisor or call["agent_id"] == agent.id):
+    if call and (agent.is_supervisor or call["agent_id"] == agent.id
+                 or call["agent_id"] is None and call["direction"] == "inbound"):
         return call
     return None
+
+
+def to_call_back(db, limit=20):
+    """Customers who called in and reached nobody (hung up, or left a message), not yet called
+    back, newest first: the whole team's list."""
+    return list(db.query(
+        f"SELECT * FROM calls WHERE direction = 'inbound' AND agent_answered_at IS NULL AND handled_at IS NULL "
+        f"AND status IN ({', '.join('?' * len(TERMINAL))}) ORDER BY created_at DESC LIMIT ?", [*TERMINAL, limit]))
+
+
+def missed_to_call_back(db, call_id):
+    """The missed inbound call with this id (handled or not), or None."""
+    return one(db, "SELECT * FROM calls WHERE id = ? AND direction = 'inbound' AND agent_answered_at IS NULL", [call_id])
+
+
+def mark_called_back(db, missed_id, callback_call_id, by):
+    """Inside the write that created the call back: the missed call is handled (by whom, when, which call)."""
+    db.execute("UPDATE calls SET handled_at = ?, handled_by = ?, callback_call_id = ? WHERE id = ? AND handled_at IS NULL",
+               [utcnow(), by, callback_call_id, missed_id])
+    live.publish_call(db, call_with_identity(db, missed_id))
 
 
 def todays_ended_calls(db, agent_id, limit=20):
@@ -164,16 +223,21 @@ def _event_status(source, values):
         return values.get("CallStatus")
     if source == "dial-result":
         return values.get("DialCallStatus")
-    if source == "recording":
+    if source in ("recording", "voicemail"):
         return values.get("RecordingStatus")
+    if source == "queue":
+        return values.get("QueueResult") or "waiting"  # a wait URL request has no result yet
     return values.get("status")
 
 
-def apply_event(db, call_id, source, callback):
+def apply_event(db, call_id, source, callback, agent=None, away_if_missed=False):
     """Apply a callback or app action to a call.
 
     `source` is status, twiml (the TwiML fetch itself), dial-result, recording or app;
     `callback` is a `params.Callback` (an app action may pass a plain dict of its own values).
+    `agent` is the agent whose <Client> leg an `agent` callback reports (its signed URL names them):
+    on an inbound call the first to answer becomes the call's agent; with `away_if_missed`, an
+    agent who let it ring out is set away.
 
     The rules: every distinct callback is kept as an event (its raw text); a repeat changes
     nothing and writes nothing; a call never moves backwards (by status rank and by
@@ -187,10 +251,11 @@ def apply_event(db, call_id, source, callback):
     status = _event_status(source, values)
     sequence = values.get("SequenceNumber")
     leg_sid = values.get("CallSid")
-    return batched(db, _apply, (call_id, source, leg_sid, status, sequence), callback, read=_known)
+    return batched(db, _apply, (call_id, source, leg_sid, status, sequence), callback, (agent, away_if_missed),
+                   read=_known)
 
 
-def _known(db, event, callback):
+def _known(db, event, callback, offer):
     """Before any write lock: (call, False) for a repeat, None for news; UnknownCall for no call."""
     exists, kept = _exists_and_kept(db, *event)
     if not exists:
@@ -198,7 +263,7 @@ def _known(db, event, callback):
     return (call_with_identity(db, event[0]), False) if kept else None
 
 
-def _apply(db, event, callback):
+def _apply(db, event, callback, offer):
     """Inside the shared write transaction: keep the event and change the call by the rules."""
     call_id, source, leg_sid, status, sequence = event
     call = call_with_identity(db, call_id)
@@ -208,12 +273,27 @@ def _apply(db, event, callback):
     if not record_event(db, call_id, source, callback.raw, status=status, call_sid=leg_sid,
                         sequence_number=sequence):
         return call, False
-    changes = _changes(call, source, callback.values, status, sequence, leg_sid)
+    agent, away_if_missed = offer
+    if source == "agent" and call["direction"] == "inbound":
+        changes = _inbound_agent_leg_changes(call, status, callback.values, leg_sid, agent)
+        if changes.get("agent_id"):  # its phone's end may have come first (callbacks cross)
+            ended = db.execute(f"SELECT status FROM call_events WHERE call_id = ? AND source = 'agent' AND call_sid = ? "
+                               f"AND status IN ({', '.join('?' * len(TERMINAL))}) LIMIT 1",
+                               [call_id, leg_sid, *TERMINAL]).fetchone()
+            changes["agent_status"] = ended[0] if ended else changes["agent_status"]
+        if status == "no-answer" and agent and away_if_missed and not changes.get("agent_id"):
+            presence.missed_offer(db, agent)  # rang out: not offered callers again until they are back
+    else:
+        changes = _changes(call, source, callback.values, status, sequence, leg_sid)
     if changes:
         db.execute(f"UPDATE calls SET {', '.join(f'{column} = ?' for column in changes)} WHERE id = ?",
                    [*changes.values(), call_id])
-        if is_terminal(changes.get("status")) and call["agent_id"]:
-            presence.call_ended(db, call["agent_id"])
+        if changes.get("agent_id"):
+            if not is_terminal(call["status"]) and not is_terminal(changes["agent_status"]):
+                presence.call_started(db, changes["agent_id"])
+            call = {**call, **changes, **(call_with_identity(db, call_id) or {})}
+        if is_terminal(changes.get("status")) and (changes.get("agent_id") or call["agent_id"]):
+            presence.call_ended(db, changes.get("agent_id") or call["agent_id"])
         call = {**call, **changes}
         live.publish_call(db, call)  # in this transaction: watchers see exactly what was committed
     return call, bool(changes)
@@ -237,10 +317,22 @@ def _changes(call, source, values, status, sequence, leg_sid):
     elif source == "agent":
         changes.update(_agent_leg_changes(call, status, values, leg_sid))
     elif source == "dial-result":
-        if status and not call["dial_result"]:
+        # An inbound caller may be offered several times (ringing, then from the queue): the
+        # latest offer's result counts until one is answered.
+        again = call["direction"] == "inbound" and call["dial_result"] != "completed"
+        if status and (not call["dial_result"] or again) and status != call["dial_result"]:
             changes["dial_result"] = status
-            if values.get("DialCallSid"):
-                changes["agent_call_sid"] = values["DialCallSid"]
+        if call["direction"] == "inbound" and call["offered_to"]:
+            changes.update(offered_to=None, offered_at=None)  # that offer is over, answered or not
+        if status and values.get("DialCallSid") and not call["agent_call_sid"] and call["direction"] != "inbound":
+            changes["agent_call_sid"] = values["DialCallSid"]
+    elif source == "queue":
+        if status == "waiting" and not call["queued_at"] and not is_terminal(call["status"]):
+            changes["queued_at"] = utcnow()
+    elif source == "voicemail":
+        if status == "completed" and values.get("RecordingSid") and not call["voicemail_sid"]:
+            changes.update({"voicemail_sid": values["RecordingSid"], "voicemail_url": values.get("RecordingUrl"),
+                            "voicemail_duration": values.get("RecordingDuration")})
     elif source == "recording":
         if status == "completed" and values.get("RecordingSid") and not call["recording_sid"]:
             changes.update({
@@ -269,6 +361,24 @@ def _agent_leg_changes(call, status, values, leg_sid):
     if status == "in-progress" and not call["agent_answered_at"] and call["answered_at"]:
         changes["agent_answered_at"] = _event_time(call, values)
     return changes
+
+
+def _inbound_agent_leg_changes(call, status, values, leg_sid, agent):
+    """An inbound call rings several agents' phones: the first to answer takes the call (becomes
+    its agent); the other phones' legs are then canceled by Twilio and kept as events only."""
+    winner = call["agent_call_sid"]
+    if winner and leg_sid != winner:
+        return {}
+    if status == "in-progress":  # who answered is kept even when it arrives after the call's end
+        if winner or not agent or not leg_sid:
+            return {}
+        return {"agent_id": agent, "agent_call_sid": leg_sid, "agent_status": status,
+                "agent_answered_at": _event_time(call, values)}
+    if winner is None and status != "ringing" or is_terminal(call["status"]) and not is_terminal(status):
+        return {}  # a phone that rang out or was withdrawn: the call is still looking for an agent
+    if rank(status) <= rank(call["agent_status"]) and not (winner is None and call["agent_status"] != "ringing"):
+        return {}
+    return {"agent_status": status}
 
 
 CLOCK_SKEW = timedelta(minutes=5)  # how far Twilio's clock and ours may disagree
@@ -318,6 +428,14 @@ def _status_changes(call, status, values):
 
 def outcome(call):
     """The call's state in the agent's words: honest about who never answered."""
+    if call["direction"] == "inbound" and is_terminal(call["status"]):
+        if call["agent_answered_at"]:
+            return "answered"
+        if call.get("voicemail_sid"):
+            return "voicemail"
+        if call["status"] == "completed":
+            return "hung up in the queue" if call.get("queued_at") else "hung up while ringing"
+        return status_label(call["status"])
     if call["status"] == "completed" and call["dial_result"] == "canceled":
         return "customer hung up while waiting"  # the agent's phone was still ringing
     if call["status"] == "completed" and call["dial_result"] in FALLBACK_DIAL_RESULTS:
@@ -340,6 +458,10 @@ def live_state(call):
     status = call["status"]
     if is_terminal(status):
         return outcome(call), None
+    if call["direction"] == "inbound" and not call["agent_answered_at"]:
+        if call.get("queued_at"):
+            return "waiting in the queue", call["queued_at"]
+        return "calling in: ringing agents", call["answered_at"]
     if status == "in-progress":
         if call["agent_answered_at"]:
             return "talking", call["agent_answered_at"]

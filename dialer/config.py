@@ -48,6 +48,20 @@ class Config:
     ANSWER_ON_BRIDGE = True
     AUTO_ACCEPT_OWN_CALLS = True
 
+    # Customers calling in (the number's voice URL is PUBLIC_BASE_URL/twiml/inbound). The caller
+    # hears the greeting, then the available agents' phones ring: all at once (at most
+    # INBOUND_RING_AT_ONCE, longest idle first) or, with INBOUND_RING "one", one at a time.
+    INBOUND_GREETING = "Thank you for calling. Please hold while we connect you to an agent."
+    INBOUND_RING = "all"
+    INBOUND_RING_AT_ONCE = 5
+    INBOUND_RING_TIMEOUT = 20  # seconds an offered call rings before it is offered elsewhere or queued
+    AWAY_AFTER_MISSED_OFFER = True  # an agent who lets an offered call ring out is set away
+    QUEUE_NAME = "dialer"  # the Twilio queue callers wait in
+    QUEUE_MESSAGE = "All our agents are busy. You are number {position} in the queue."
+    HOLD_MUSIC_URL = "http://com.twilio.sounds.music.s3.amazonaws.com/MARKOVICHAMP-Borghestral.mp3"
+    VOICEMAIL_AFTER = 120  # seconds in the queue before the caller is asked to leave a message
+    VOICEMAIL_MESSAGE = "Sorry to keep you waiting. Please leave a message after the tone, and we will call you back."
+    VOICEMAIL_MAX_LENGTH = 120  # seconds
     VOICE_TOKEN_TTL = 3600  # seconds; Twilio refuses more than 24 h
 
     # Sandbox only: how fast simulated time runs (0.05 = twenty times faster), and whether
@@ -206,7 +220,20 @@ def validate(cfg, twilio_settings_required=True):
     scale = cfg["SANDBOX_TIME_SCALE"]
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0 < scale <= 10:
         fail("SANDBOX_TIME_SCALE", f"must be a number above 0 and at most 10, not {scale!r}")
-    for name in ("HOLD_MESSAGE", "FALLBACK_MESSAGE", "SAY_VOICE", "SAY_LANGUAGE"):
+    if cfg["INBOUND_RING"] not in ("all", "one"):
+        fail("INBOUND_RING", f"must be 'all' (every available agent at once) or 'one' (one at a time), not {cfg['INBOUND_RING']!r}")
+    for name, low, high, unit in (("INBOUND_RING_AT_ONCE", 1, 10, "agents"), ("INBOUND_RING_TIMEOUT", 5, 600, "seconds"),
+                                  ("VOICEMAIL_AFTER", 10, 3600, "seconds"), ("VOICEMAIL_MAX_LENGTH", 5, 3600, "seconds")):
+        if not isinstance(cfg[name], int) or isinstance(cfg[name], bool) or not low <= cfg[name] <= high:
+            fail(name, f"must be a whole number from {low} to {high} {unit}, not {cfg[name]!r}")
+    if not isinstance(cfg["AWAY_AFTER_MISSED_OFFER"], bool):
+        fail("AWAY_AFTER_MISSED_OFFER", f"must be true or false, not {cfg['AWAY_AFTER_MISSED_OFFER']!r}")
+    if not _is_url(cfg["HOLD_MUSIC_URL"]):
+        fail("HOLD_MUSIC_URL", f"must be an http(s) URL of an MP3 or WAV file, not {cfg['HOLD_MUSIC_URL']!r}")
+    if "{position}" not in str(cfg["QUEUE_MESSAGE"]):
+        fail("QUEUE_MESSAGE", "must say the caller's place with {position}")
+    for name in ("HOLD_MESSAGE", "FALLBACK_MESSAGE", "SAY_VOICE", "SAY_LANGUAGE", "INBOUND_GREETING", "QUEUE_NAME",
+                 "QUEUE_MESSAGE", "VOICEMAIL_MESSAGE"):
         if not isinstance(cfg[name], str) or not cfg[name].strip():
             fail(name, "must be a non-empty text")
     for name, low, high, unit in (

@@ -471,3 +471,37 @@ def m011_call_hours_everyone(db):
     db.execute("CREATE TRIGGER call_hours_update AFTER UPDATE OF status, dial_result, agent_id, direction, created_at "
                f"ON calls BEGIN {_chart_bump('old', -1)} {_chart_bump('new', 1)} "
                f"{_chart_bump('old', -1, everyone)} {_chart_bump('new', 1, everyone)} END")
+
+
+@migrations()
+def m012_inbound(db):
+    # Customers calling in (inbound.py). An inbound call has no agent until one answers, so
+    # calls.agent_id may be NULL; SQLite's documented way to drop a NOT NULL that changes nothing
+    # on disk is to edit the table's schema text (www.sqlite.org/lang_altertable.html, section 7),
+    # instead of copying a million rows.
+    sql = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'calls'").fetchone()[0]
+    loose = sql.replace('"agent_id" INTEGER NOT NULL REFERENCES', '"agent_id" INTEGER REFERENCES', 1)
+    if loose != sql:
+        version = db.execute("PRAGMA schema_version").fetchone()[0]
+        db.execute("PRAGMA writable_schema = ON")
+        db.execute("UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = 'calls'", [loose])
+        db.execute(f"PRAGMA schema_version = {version + 1}")
+        db.execute("PRAGMA writable_schema = OFF")
+    # When the caller joined the queue; the voicemail they left (a recording of its own); who
+    # called a missed caller back, and when (the outbound call is callback_call_id).
+    for column, kind in (("queued_at", str), ("voicemail_sid", str), ("voicemail_url", str),
+                         ("voicemail_duration", int), ("handled_at", str), ("handled_by", str),
+                         ("callback_call_id", int)):
+        db["calls"].add_column(column, kind)
+    db.execute("CREATE INDEX idx_calls_to_call_back ON calls (created_at) WHERE direction = 'inbound' "
+               "AND agent_answered_at IS NULL AND handled_at IS NULL")
+    # Who is calling in: this number's earlier calls, for the agent's incoming-call screen.
+    db.execute("CREATE INDEX idx_calls_customer_number ON calls (customer_number, id)")
+
+
+@migrations()
+def m013_offers(db):
+    # A waiting caller offered to an agent who became available (inbound.offer_waiting_callers):
+    # to whom and when, so two agents are never offered the same caller, nor one agent two.
+    db["calls"].add_column("offered_to", int)
+    db["calls"].add_column("offered_at", str)

@@ -8,7 +8,7 @@ from markupsafe import escape
 from wtforms import HiddenField, StringField
 from wtforms.validators import Length, Optional
 
-from . import audit, calls, numbers, presence, telephony
+from . import audit, calls, filters, numbers, presence, telephony
 from .db import get_db, writing
 from .pages import render, wants_fragment
 
@@ -19,13 +19,17 @@ class CallForm(FlaskForm):
     to = StringField("Customer number")
     # One key per rendering of the form: every post of it (a double click, a retry) is one call.
     attempt = HiddenField(default=lambda: secrets.token_urlsafe(16), validators=[Optional(), Length(max=64)])
+    # Set by a "Call back" button: the missed call in this call returns (marked handled once placed).
+    callback_of = HiddenField(validators=[Optional(), Length(max=20)])
 
 
 def _page(form=None, call=None, status=200, recent=None):
     db = get_db()
+    full = not wants_fragment()
     return render("dialing/index.html", "dialer", status=status, form=form or CallForm(formdata=None), call=call,
                   agent=presence.agent_state(db, current_user.id),
-                  recent=[] if wants_fragment() else recent or calls.todays_ended_calls(db, current_user.id))
+                  recent=recent or calls.todays_ended_calls(db, current_user.id) if full else [],
+                  missed=calls.to_call_back(db) if full else [])
 
 
 @bp.route("/")
@@ -62,16 +66,25 @@ def place():
     # Check and insert in one write transaction: of a burst of posts (double clicks, a script),
     # each sees the calls the ones before it wrote, so only one gets through.
     attempt = (form.attempt.data or "")[:64] or None
+    missed_id = form.callback_of.data or ""
     with writing(db):
         # The same submit again (a double click, a retried post): the call it placed, not a new one.
         earlier = attempt and calls.call_by_attempt(db, current_user.id, attempt)
-        live = not earlier and calls.live_call(db, current_user.id)
-        wait = not earlier and not live and calls.seconds_until_next_call(db, current_user.id, limit)
-        if not (earlier or live or wait):
+        missed = missed_id.isdigit() and len(missed_id) <= 18 and calls.missed_to_call_back(db, int(missed_id))
+        handled = not earlier and missed and missed["handled_at"] and missed
+        live = not earlier and not handled and calls.live_call(db, current_user.id)
+        wait = not earlier and not handled and not live and calls.seconds_until_next_call(db, current_user.id, limit)
+        if not (earlier or handled or live or wait):
             call = calls.create_call(db, current_user.id, customer.number, extension=customer.extension,
                                      attempt_key=attempt)
+            if missed:
+                calls.mark_called_back(db, missed["id"], call["id"], current_user.username)
     if earlier:
         return _placed(earlier)
+    if handled:
+        form.to.errors = [f"{handled['handled_by']} already called {numbers.display(handled['customer_number'])} back "
+                          f"at {filters.local(handled['handled_at'])}."]
+        return _page(form, status=409)
     if live:
         form.to.errors = [f"You are already on a call with {numbers.display(live['customer_number'])} "
                           f"({calls.status_label(live['status'])}). End it before you call someone else."]

@@ -54,7 +54,10 @@ def clock(iso):
 
 def outcome_class(call):
     """The CSS class of a call's outcome: a call no agent took is 'missed', whatever Twilio's status."""
-    return "missed" if calls.outcome(call) in ("missed by agent", "customer hung up while waiting") else call["status"]
+    return "missed" if calls.outcome(call) in MISSED else call["status"]
+
+
+MISSED = ("missed by agent", "customer hung up while waiting", "hung up in the queue", "hung up while ringing", "voicemail")
 
 
 def elapsed(iso):

@@ -282,6 +282,11 @@ TIMELINE = {
     ("agent", "ringing"): "the agent's phone rang",
     ("agent", "in-progress"): "the agent answered: talking",
     ("recording", "completed"): "the recording was ready",
+    ("queue", "waiting"): "waited in the queue",
+    ("queue", "leave"): "left the queue to leave a message",
+    ("queue", "hangup"): "hung up in the queue",
+    ("queue", "redirected"): "taken from the queue for an agent who became available",
+    ("voicemail", "completed"): "left a message",
 }
 
 
@@ -296,6 +301,10 @@ def timeline(call, events):
             action = values.get("action")
             text = {"created": "placed", "placed": None, "hangup": f"ended from the dialer by {values.get('by', 'an agent')}"}.get(
                 action, "the call could not be placed" if status == "failed" else None)
+        elif source == "twiml" and call["direction"] == "inbound" and status == "ringing":
+            text = "called in"
+        elif source == "agent" and status == "ringing" and call["direction"] == "inbound":
+            text = "the agents' phones rang"
         elif source == "agent" and calls.is_terminal(status) and status != "completed":
             text = f"the agent's phone stopped ringing ({calls.status_label(status)})"
         elif source == "agent" and status == "completed":
@@ -418,8 +427,22 @@ def recording(call_id):
     call = _own_call_or_404(call_id)
     if not call["recording_sid"]:
         abort(404, "This call has no recording.")
+    return _media(call["recording_sid"])
+
+
+@bp.route("/calls/<id:call_id>/voicemail.wav")
+@login_required
+def voicemail(call_id):
+    """The message a caller left, fetched from Twilio like a recording."""
+    call = _own_call_or_404(call_id)
+    if not call["voicemail_sid"]:
+        abort(404, "This call has no message.")
+    return _media(call["voicemail_sid"])
+
+
+def _media(recording_sid):
     try:
-        media = telephony.recording_media(call["recording_sid"])
+        media = telephony.recording_media(recording_sid)
     except telephony.TelephonyError as error:
         return Response(error.sentence, 404 if error.code == 404 else 502, mimetype="text/plain")
     response = Response(media, mimetype="audio/wav", headers={"Cache-Control": "private, max-age=3600"})

@@ -12,6 +12,8 @@ CALL_STATUSES = ("queued", "initiated", "ringing", "in-progress", "completed", "
                  "no-answer", "canceled")
 DIAL_STATUSES = ("completed", "answered", "busy", "no-answer", "failed", "canceled")
 RECORDING_STATUSES = ("in-progress", "paused", "stopped", "processing", "completed", "absent", "failed")
+QUEUE_RESULTS = ("bridged", "bridging-in-process", "error", "hangup", "leave", "redirected",
+                 "redirected-from-bridged", "queue-full", "system-error")
 MAX_CALL_SECONDS = 86400  # Twilio ends every call within 24 h (TimeLimit's maximum)
 MAX_FIELD_CHARS = 2048  # the longest value Twilio sends is a URL
 EARLIEST = datetime(2008, 1, 1, tzinfo=timezone.utc)  # before Twilio Voice existed
@@ -72,6 +74,20 @@ def _url(text):
     return text
 
 
+def _caller(text):
+    """A caller ID as Twilio sends it: E.164, a client, a SIP address, or a word for a withheld number."""
+    if not re.fullmatch(r"[\w+:@.\-]{1,64}", text):
+        raise ValueError("must be a phone number, client or SIP address of at most 64 characters")
+    return text
+
+
+def _digits(text):
+    """Keys pressed (0-9, *, #), or `hangup` when <Record> ended because the caller hung up."""
+    if text != "hangup" and not re.fullmatch(r"[0-9*#]{1,40}", text):
+        raise ValueError("must be keys (0-9, *, #) or hangup")
+    return text
+
+
 FIELDS = {
     "AccountSid": _sid("AC"),
     "CallSid": _sid("CA"),
@@ -89,6 +105,13 @@ FIELDS = {
     "ErrorCode": _whole(0, 99999),
     "Timestamp": _timestamp,
     "RecordingUrl": _url,
+    # Customers calling in: the caller, and what the queue and <Record> report.
+    "From": _caller,
+    "QueueResult": _one_of(QUEUE_RESULTS),
+    "QueueTime": _whole(0, MAX_CALL_SECONDS),
+    "QueuePosition": _whole(0, 2**31 - 1),
+    "CurrentQueueSize": _whole(0, 2**31 - 1),
+    "Digits": _digits,
 }
 
 

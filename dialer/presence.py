@@ -63,6 +63,25 @@ def call_ended(db, agent_id):
         set_presence(db, agent_id, "wrap-up", by="call")
 
 
+MISSED_OFFER = "missed an incoming call"
+
+
+def missed_offer(db, agent_id):
+    """An available agent let an offered caller ring out: away, so callers are not offered to an
+    empty desk again; their screen says why, and Available brings them back."""
+    row = one(db, "SELECT presence FROM agents WHERE id = ?", [agent_id])
+    if row and row["presence"] == "available":
+        set_presence(db, agent_id, "away", MISSED_OFFER, by="missed call")
+
+
+def available_agents(db, limit, leaving_out=()):
+    """Agents to offer a caller to: available (their phone ready, by their page's word), longest idle first."""
+    marks = ", ".join("?" * len(leaving_out))
+    skip = f" AND id NOT IN ({marks})" if leaving_out else ""
+    return list(db.query("SELECT id, identity, username FROM agents WHERE presence = 'available'" + skip
+                         + " ORDER BY presence_since, id LIMIT ?", [*leaving_out, limit]))
+
+
 def _seconds_ago(seconds):
     return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat(timespec="seconds")
 
@@ -137,6 +156,9 @@ def change():
         else:
             set_presence(db, current_user.id, wanted, reason if wanted == "away" else None, by=current_user.username)
     agent = agent_state(db, current_user.id)
+    if agent["presence"] == "available":
+        from .inbound import offer_soon
+        offer_soon()  # the longest-waiting caller, if any, rings this agent's phone
     if not request.headers.get("HX-Request"):
         if message:
             flash(message)
@@ -150,3 +172,8 @@ def run_tick(app, db, watched):
     args = (cfg["WRAP_UP_SECONDS"], cfg["PRESENCE_OFFLINE_SECONDS"])
     if tick_needed(db, watched, *args):
         batched(db, tick, watched, *args)
+    # Callers waiting while an agent is available (wrap-up just ended, or an offer came to nothing):
+    # offer them now. Also the safety net for an offer lost on the way.
+    from .inbound import offer_soon, waiting
+    if available_agents(db, 1) and waiting(db):
+        offer_soon(app)

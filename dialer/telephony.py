@@ -107,6 +107,14 @@ def hang_up(call_sid):
         raise _error(exc) from exc
 
 
+def redirect(call_sid, url):
+    """Make a live call leave what it is doing (a queue) and run the TwiML at `url` (POST)."""
+    try:
+        get_client().calls(call_sid).update(url=url, method="POST")
+    except (TwilioException, requests.RequestException) as exc:
+        raise _error(exc) from exc
+
+
 def recording_media(recording_sid):
     """The recording's WAV bytes, fetched with the account's credentials."""
     cfg = current_app.config

@@ -68,7 +68,7 @@ def _read_callback():
     return callback
 
 
-def _apply(source):
+def _apply(source, **options):
     """Check the webhook and apply it to the call it names: ?call=, else the leg's CallSid.
 
     Returns the call (with `agent_identity`), or None when it names no call of ours (logged).
@@ -76,16 +76,20 @@ def _apply(source):
     db = get_db()
     callback = _read_callback()
     requested = request.args.get("call", "")
-    if requested.isascii() and requested.isdigit() and len(requested) <= 18:
+    if _row_id(requested):
         try:
-            return calls.apply_event(db, int(requested), source, callback)[0]
+            return calls.apply_event(db, int(requested), source, callback, **options)[0]
         except calls.UnknownCall:
             pass  # a call id that is not ours: perhaps the CallSid is
     found = calls.call_by_sid(db, callback.get("CallSid"))
     if found:
-        return calls.apply_event(db, found["id"], source, callback)[0]
+        return calls.apply_event(db, found["id"], source, callback, **options)[0]
     current_app.logger.warning("%s callback for unknown call %r: %s", request.path, requested[:40], callback.raw)
     return None
+
+
+def _row_id(text):
+    return text.isascii() and text.isdigit() and 0 < len(text) <= 18
 
 
 def _say(response, text):
@@ -152,8 +156,8 @@ def dial_result():
     return twiml(response)
 
 
-def _callback(source):
-    if _apply(source) is None:
+def _callback(source, **options):
+    if _apply(source, **options) is None:
         return Response("Unknown call: this callback names no call the dialer placed.\n", 404, mimetype="text/plain")
     return Response(status=204)
 
@@ -161,10 +165,15 @@ def _callback(source):
 @bp.route("/status", methods=["POST"])
 def status():
     """Call progress callbacks of the customer's leg, or with ?leg=agent of the agent's <Client> leg."""
-    return _callback("agent" if request.args.get("leg") == "agent" else "status")
+    if request.args.get("leg") != "agent":
+        return _callback("status")
+    # Which agent's phone this leg rang is in the URL our TwiML gave Twilio (signed with the rest).
+    agent = request.args.get("agent", "")
+    return _callback("agent", agent=int(agent) if _row_id(agent) else None,
+                     away_if_missed=current_app.config["AWAY_AFTER_MISSED_OFFER"])
 
 
 @bp.route("/recording", methods=["POST"])
 def recording():
-    """Recording status callbacks of the <Dial> recording."""
-    return _callback("recording")
+    """Recording status callbacks: the <Dial> recording, or with ?kind=voicemail a caller's message (<Record>)."""
+    return _callback("voicemail" if request.args.get("kind") == "voicemail" else "recording")

@@ -9,7 +9,8 @@ import pytest
 from dialer import calls
 
 OUTCOME_WORDS = {"completed", "missed by agent", "customer hung up while waiting", "busy", "no answer",
-                 "failed", "canceled"}
+                 "failed", "canceled",
+                 "answered", "voicemail", "hung up in the queue", "hung up while ringing"}  # customers calling in
 
 
 def rows(db, sql, args=()):

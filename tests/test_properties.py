@@ -62,6 +62,40 @@ def test_no_webhook_gets_a_5xx_and_every_call_stays_valid_and_never_moves_back(
             assert (row["status"], row["ended_at"], row["duration"]) == (old["status"], old["ended_at"], old["duration"])
 
 
+INBOUND = ["/twiml/inbound", "/twiml/inbound-dialed", "/twiml/queue-wait", "/twiml/queue-key", "/twiml/queue-result",
+           "/twiml/voicemail", "/twiml/status?leg=agent&agent=1", "/twiml/status?leg=agent&agent=99",
+           "/twiml/recording?kind=voicemail"]
+
+
+@FUZZ
+@given(path=st.sampled_from(INBOUND), params=webhook, signed=st.booleans(), ours=st.booleans(),
+       which=st.sampled_from(["inbound", "outbound", "none", "junk"]))
+def test_no_inbound_webhook_gets_a_5xx_and_a_callers_call_stays_valid(
+        app, client, sign, db, calls, path, params, signed, ours, which):
+    """Customers calling in: the voice URL, the queue's, the voicemail's and the agents' legs, fuzzed."""
+    inbound = call_queries.create_inbound(db, call_queries.params.trusted(
+        {"CallSid": "CA" + "e" * 32, "From": "+442079460100", "CallStatus": "ringing"}))["id"]
+    ids = {"inbound": inbound, "outbound": calls[0], "none": None, "junk": "x%FF"}
+    glue = "&" if "?" in path else "?"
+    path = path + (f"{glue}call={ids[which]}" if ids[which] else "")
+    if ours:
+        params = {**params, "AccountSid": app.config["TWILIO_ACCOUNT_SID"]}
+    before = call_queries.get_call(db, inbound)
+    calls_before = db["calls"].count
+
+    response = client.post(path, data=params, headers=sign(path, params) if signed else {})
+
+    assert response.status_code < 500, response.get_data(as_text=True)
+    if not (signed and ours):
+        assert response.status_code == 403 and db["calls"].count == calls_before
+    row = call_queries.get_call(db, inbound)
+    assert_valid(row)
+    assert call_queries.rank(row["status"]) >= call_queries.rank(before["status"])
+    assert row["agent_id"] in (None, before["agent_id"]) or before["agent_id"] is None and row["agent_id"] == 1
+    if response.status_code == 200 and response.mimetype == "text/xml":
+        assert response.data.startswith(b"<?xml") and b"<Response" in response.data
+
+
 form_value = st.one_of(st.text(max_size=80), st.sampled_from(["020 7946 0000", "+1 500 555 0001", "alice", PASSWORD]))
 
 

@@ -17,8 +17,11 @@ class DialVerb:
     def dial(self, parent, url, verb):
         """Ring the nouns in parallel, bridge the first to answer, then `action` or carry on."""
         c = self.carrier
-        timeout = int(verb.get("timeout", 30))
+        timeout = self.dial_timeout(verb)
         record = {"true": "record-from-answer", "false": "do-not-record"}.get(verb.get("record"), verb.get("record", "do-not-record"))
+        queue = next((noun for noun in verb if noun.tag == "Queue"), None)
+        if queue is not None:
+            return self.dial_queue(parent, url, verb, queue, record)  # queues.py
         caller_id = verb.get("callerId") or parent.from_
         children = [self.ring(parent, noun, caller_id, timeout) for noun in self.nouns(verb)]
         children = [child for child in children if child]
@@ -65,6 +68,12 @@ class DialVerb:
             outcome = "completed"
         return self.after_dial(parent, url, verb, outcome, winner or (children[0][0] if children else None),
                                bridged, recording)
+
+    def dial_timeout(self, verb):
+        try:
+            return int(verb.get("timeout", 30))
+        except ValueError:
+            return 30
 
     def nouns(self, verb):
         nouns = [n for n in verb if n.tag in ("Client", "Number")]
@@ -119,6 +128,8 @@ class DialVerb:
         for device in c.devices_for(child.to.removeprefix("client:")):
             if device.id != child.device_id:
                 c.send(device, "cancel", {"call_sid": child.sid})  # answered in another tab
+        with c.lock:
+            self.connected.update((parent.sid, child.sid))
         started, began = time.monotonic(), utc()
         limit = int(verb.get("timeLimit", 14400))
         c.wait(limit, lambda: parent.ended_by or parent.redirect or child.ended_by)
@@ -131,30 +142,35 @@ class DialVerb:
         with c.lock:
             child.hang_up("parent")
         self.finish(child, "completed")
-        recording = None
-        if record != "do-not-record":
-            channels = 2 if record.endswith("-dual") else 1
-            recording = Recording(sid=new_sid("RE"), account_sid=parent.account_sid, call_sid=parent.sid,
-                                  duration=seconds, channels=channels, source="DialVerb", start_time=began)
-            c.add_recording(recording)
-            callback = verb.get("recordingStatusCallback")
-            if callback:
-                params = {"AccountSid": parent.account_sid, "CallSid": parent.sid, "RecordingSid": recording.sid,
-                          "RecordingUrl": c.recording_url(recording), "RecordingStatus": "completed",
-                          "RecordingDuration": str(seconds), "RecordingChannels": str(channels),
-                          "RecordingStartTime": rfc2822(began), "RecordingSource": "DialVerb",
-                          "RecordingTrack": "both", "ErrorCode": "0"}
-                for _ in range(2 if c.chaos else 1):
-                    self.post(parent, callback, params, verb.get("recordingStatusCallbackMethod", "POST").upper(),
-                              "recording callback")
-        return seconds, recording
+        return seconds, self.dial_recording(parent, verb, record, seconds, began)
 
-    def after_dial(self, parent, url, verb, outcome, child, bridged, recording):
+    def dial_recording(self, parent, verb, record, seconds, began):
+        """The bridge's recording (<Dial record>) and its status callback; None when not recording."""
+        c = self.carrier
+        if record == "do-not-record":
+            return None
+        channels = 2 if record.endswith("-dual") else 1
+        recording = Recording(sid=new_sid("RE"), account_sid=parent.account_sid, call_sid=parent.sid,
+                              duration=seconds, channels=channels, source="DialVerb", start_time=began)
+        c.add_recording(recording)
+        callback = verb.get("recordingStatusCallback")
+        if callback:
+            params = {"AccountSid": parent.account_sid, "CallSid": parent.sid, "RecordingSid": recording.sid,
+                      "RecordingUrl": c.recording_url(recording), "RecordingStatus": "completed",
+                      "RecordingDuration": str(seconds), "RecordingChannels": str(channels),
+                      "RecordingStartTime": rfc2822(began), "RecordingSource": "DialVerb",
+                      "RecordingTrack": "both", "ErrorCode": "0"}
+            for _ in range(2 if c.chaos else 1):
+                self.post(parent, callback, params, verb.get("recordingStatusCallbackMethod", "POST").upper(),
+                          "recording callback")
+        return recording
+
+    def after_dial(self, parent, url, verb, outcome, child, bridged, recording, more=None):
         """Request `action` (even if the caller left) or continue with the next verb."""
         action = verb.get("action")
         if not action:
             return CONTINUE
-        extra = {"DialCallStatus": outcome, "DialBridged": "true" if outcome == "completed" else "false"}
+        extra = {"DialCallStatus": outcome, "DialBridged": "true" if outcome == "completed" else "false", **(more or {})}
         if child is not None:
             extra["DialCallSid"] = child.sid
         if outcome == "completed":

@@ -1,21 +1,24 @@
 """The sandbox's call engine: progresses calls, sends signed webhooks, executes TwiML.
 
-Behaviour follows ../shared/twilio/TWILIO.md sections 3 and 4; every call runs in its own thread.
+Behaviour follows ../shared/twilio/TWILIO.md sections 3, 4 and 9; every call runs in its own thread.
+<Dial> lives in dial.py, <Enqueue>/<Queue> in queues.py, <Gather>/<Record> in listen.py.
 """
 import logging
 import random
 import threading
 import time
 import xml.etree.ElementTree as ET
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 from twilio.request_validator import RequestValidator
 
-from . import customers
+from . import callers, customers
 from .carrier import rfc2822, utc
-from .dial import CONTINUE, DialVerb
 from .credentials import sid as new_sid
+from .dial import CONTINUE, DialVerb
+from .listen import ListenVerbs
+from .queues import FOREVER, Queues, QueueVerbs
 
 log = logging.getLogger("dialer.sandbox")
 
@@ -23,12 +26,16 @@ SIP_CODES = {"completed": "200", "busy": "486", "no-answer": "487", "canceled": 
 APPLICATION_ERROR = "We are sorry, an application error has occurred. Goodbye."
 WORDS_PER_SECOND = 2.5
 DTMF_SECONDS = 0.1  # one key's tone and the gap after it
+PLAY_SECONDS = 2  # a <Play> file's length: nothing is fetched, so a URL fragment #t=start,end tells it
 
 
-class Engine(DialVerb):
+class Engine(DialVerb, QueueVerbs, ListenVerbs):
     def __init__(self, carrier):
         self.carrier = carrier
         self.validator = RequestValidator(carrier.auth_token)
+        self.queues = Queues(carrier)
+        self.connected = set()  # CallSids that reached a person or a voicemail
+        self.listening = {}  # CallSid -> keys heard while a <Gather> listens on that leg
 
     # --- webhooks ---------------------------------------------------------------------------
     def post(self, leg, url, params, method="POST", kind="webhook"):
@@ -125,6 +132,7 @@ class Engine(DialVerb):
             leg.duration = round((ended - leg.answered_mono) / self.carrier.scale) if leg.answered_mono else 0
             leg.status = status
             leg.end_time = leg.date_updated = utc()
+            self.connected.discard(leg.sid)
         self.carrier.notify()
         self.status_event(leg, "completed")
 
@@ -184,10 +192,11 @@ class Engine(DialVerb):
                 leg.hang_up("customer")
         self.carrier.notify()
 
-    def run_inbound(self, leg, voice_url):
+    def run_inbound(self, leg, voice_url, method="POST"):
         """A simulated customer calls the Twilio number: fetch its voice URL with CallStatus=ringing."""
         self.set_status(leg, "ringing")
-        self.run_document(leg, ("url", voice_url, "POST", {}))
+        callers.watch(self, leg)
+        self.run_document(leg, ("url", voice_url, method, {}))
         self.finish(leg, "completed" if leg.answered_mono else "no-answer")
 
     # --- TwiML ------------------------------------------------------------------------------
@@ -201,8 +210,11 @@ class Engine(DialVerb):
             if doc is None and leg.redirect and self.up(leg):
                 doc = self.take_redirect(leg)
 
-    def load(self, leg, doc, tried_fallback=False):
-        """(document URL, parsed <Response>) or None after an application error."""
+    def load(self, leg, doc, tried_fallback=False, recover=True):
+        """(document URL, parsed <Response>) or None after an application error.
+
+        recover=False (a wait URL, a <Queue url>): no fallback URL and no apology, just None.
+        """
         kind, source, method, extra = doc
         if kind == "twiml":
             url, text = None, source
@@ -210,16 +222,16 @@ class Engine(DialVerb):
             url = source
             response = self.post(leg, url, self.params(leg, **extra), method or "POST", "TwiML fetch")
             if response is None:
-                return self.application_error(leg, 11200, url, tried_fallback)
+                return self.application_error(leg, 11200, url, tried_fallback) if recover else None
             text = response.text
         try:
             root = ET.fromstring(text)
         except ET.ParseError as error:
             self.notice(leg, 12100, f"Document parse failure at {url or 'inline TwiML'}: {error}")
-            return self.application_error(leg, 12100, url, tried_fallback)
+            return self.application_error(leg, 12100, url, tried_fallback) if recover else None
         if root.tag != "Response":
             self.notice(leg, 12100, f"Document at {url or 'inline TwiML'} has no <Response> root")
-            return self.application_error(leg, 12100, url, tried_fallback)
+            return self.application_error(leg, 12100, url, tried_fallback) if recover else None
         return url, root
 
     def application_error(self, leg, code, url, tried_fallback):
@@ -242,11 +254,25 @@ class Engine(DialVerb):
     def say_seconds(self, text, loop=1):
         return max(1.0, len(text.split()) / WORDS_PER_SECOND) * max(loop, 1)
 
-    def pause(self, leg, seconds):
-        return self.carrier.wait(seconds, lambda: leg.ended_by or leg.redirect)
+    def pause(self, leg, seconds, until=None):
+        return self.carrier.wait(seconds, lambda: leg.ended_by or leg.redirect or (until is not None and until()))
+
+    def sound(self, leg, verb, until=None):
+        """<Say>, <Play> or <Pause>: take its time, or stop early when the call moves on or `until()`."""
+        loops = loop_count(verb)
+        if verb.tag == "Say":
+            self.answer_inbound(leg)
+            leg.heard.append((verb.text or "").strip())
+            self.pause(leg, FOREVER if loops == 0 else self.say_seconds(verb.text or "", loops), until)
+        elif verb.tag == "Play":
+            self.answer_inbound(leg)
+            self.pause(leg, FOREVER if loops == 0 else play_seconds(verb.text or "") * loops, until)
+        elif verb.tag == "Pause":
+            self.answer_inbound(leg)
+            self.pause(leg, number(verb.get("length"), 1), until)
 
     def answer_inbound(self, leg):
-        """An inbound call is answered when its TwiML first does something audible."""
+        """An inbound call is answered by its TwiML's first verb, unless that is <Reject>."""
         if leg.answered_mono is None:
             self.set_status(leg, "in-progress")
 
@@ -258,16 +284,10 @@ class Engine(DialVerb):
             if leg.redirect:
                 return self.take_redirect(leg)
             tag = verb.tag
-            if tag == "Say":
-                self.answer_inbound(leg)
-                leg.heard.append((verb.text or "").strip())
-                self.pause(leg, self.say_seconds(verb.text or "", int(verb.get("loop", 1)) or 1))
-            elif tag == "Play":
-                self.answer_inbound(leg)
-                self.pause(leg, 2 * (int(verb.get("loop", 1)) or 1))
-            elif tag == "Pause":
-                self.pause(leg, int(verb.get("length", 1)))
+            if tag in ("Say", "Play", "Pause"):
+                self.sound(leg, verb)
             elif tag == "Hangup":
+                self.answer_inbound(leg)  # unlike <Reject>, an answered (and billed) call
                 leg.hang_up("twiml")
                 return None
             elif tag == "Reject":
@@ -277,11 +297,43 @@ class Engine(DialVerb):
                 return None
             elif tag == "Redirect":
                 return ("url", urljoin(url or "", (verb.text or "").strip()), verb.get("method", "POST").upper(), {})
-            elif tag == "Dial":
+            elif tag in ("Dial", "Enqueue", "Record"):
                 self.answer_inbound(leg)
-                result = self.dial(leg, url, verb)
+                run = {"Dial": lambda: self.dial(leg, url, verb), "Enqueue": lambda: self.enqueue(leg, url, verb, CONTINUE),
+                       "Record": lambda: self.record(leg, url, verb, CONTINUE)}[tag]
+                result = run()
                 if result is not CONTINUE:
                     return result
+            elif tag == "Gather":
+                self.answer_inbound(leg)
+                heard = self.gather(leg, url, verb)
+                if heard is not None:
+                    return ("url", *heard)
+            elif tag == "Leave":
+                pass  # outside a queue's wait document there is nothing to leave
             else:
                 self.notice(leg, 12200, f"<{tag}> is not supported by the sandbox; skipped")
         return None
+
+
+def number(text, default):
+    """A numeric attribute's value, or the default when missing or not a number."""
+    try:
+        return float(text) if text is not None else default
+    except ValueError:
+        return default
+
+
+def loop_count(verb):
+    """`loop`: 1 by default; 0 repeats until the call moves on."""
+    return max(int(number(verb.get("loop"), 1)), 0)
+
+
+def play_seconds(url):
+    """How long a <Play> URL lasts: a media fragment #t=start,end says so, else PLAY_SECONDS."""
+    fragment = urlsplit(url.strip()).fragment
+    if fragment.startswith("t="):
+        start, _, end = fragment[2:].partition(",")
+        if end:
+            return max(number(end, PLAY_SECONDS) - number(start or "0", 0), 0)
+    return PLAY_SECONDS

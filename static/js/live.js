@@ -83,6 +83,8 @@
     const form = document.querySelector("#dialer form");
     if (!button || !form) return;
     form.querySelector("[name=to]").value = button.dataset.redial;
+    const missed = form.querySelector("[name=callback_of]");
+    if (missed) missed.value = button.dataset.callbackOf || "";  // a missed call: marked called back
     form.requestSubmit();
   });
 

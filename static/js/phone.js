@@ -191,9 +191,30 @@
       call.accept();
       return;
     }
-    $("incoming-from").textContent = customer ? `from ${customer}` : "";
+    describeCaller(call, customer);
     incomingEl.hidden = false;
-    show("ringing", "ringing");
+    show("ringing", call.customParameters.get("direction") === "inbound" ? `${customer} is calling in` : "ringing");
+  }
+
+  // Who is calling, in the agent's words: the number, whether we know them (earlier calls, the
+  // last one's wrap-up, a link to it) and, for a customer calling in, how long they have waited.
+  function describeCaller(call, customer) {
+    const params = call.customParameters;
+    const inbound = params.get("direction") === "inbound";
+    $("incoming-title").textContent = inbound ? "A customer is calling in" : "Incoming call";
+    $("incoming-from").textContent = customer ? `from ${customer}` : "";
+    const known = $("incoming-known");
+    known.textContent = inbound && params.get("known") ? `${params.get("known")}. ` : "";
+    if (inbound && params.get("last_call")) {
+      const link = document.createElement("a");
+      link.href = `/calls/${encodeURIComponent(params.get("last_call"))}`;
+      link.target = "_blank";
+      link.textContent = "Their last call";
+      known.append(link);
+    }
+    const waited = $("incoming-waited");
+    if (inbound && params.get("since")) waited.querySelector("time").dataset.since = params.get("since");
+    waited.hidden = !(inbound && params.get("since"));
   }
 
   function inCall(call) {

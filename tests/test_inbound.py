@@ -1,0 +1,249 @@
+"""Customers calling in, at the webhooks: the TwiML of each case, who takes the call, and that no
+caller is left without an outcome whatever order (or how often) Twilio's callbacks arrive."""
+import itertools
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from dialer import calls as call_queries
+from dialer import presence
+from dialer.auth import agent_by_username
+from dialer.db import writing
+
+from .test_twiml import signed_post
+
+CALLER = "+442079460100"
+SID = "CA" + "c" * 32
+INBOUND_PATHS = ["/twiml/inbound", "/twiml/inbound-dialed", "/twiml/queue-wait", "/twiml/queue-key",
+                 "/twiml/queue-result", "/twiml/voicemail"]
+
+# The verbs and nouns this TwiML may use, with the attributes Twilio documents for each
+# (../shared/twilio/TWILIO.md §9 and twilio-python's VoiceResponse).
+TWIML = {
+    "Response": set(),
+    "Say": {"voice", "language", "loop"},
+    "Play": {"loop", "digits"},
+    "Dial": {"action", "method", "timeout", "timeLimit", "callerId", "record", "trim", "recordingStatusCallback",
+             "recordingStatusCallbackMethod", "recordingStatusCallbackEvent", "answerOnBridge", "ringTone",
+             "hangupOnStar", "sequential"},
+    "Client": {"url", "method", "statusCallback", "statusCallbackEvent", "statusCallbackMethod"},
+    "Identity": set(),
+    "Parameter": {"name", "value"},
+    "Enqueue": {"action", "method", "waitUrl", "waitUrlMethod", "maxQueueSize", "workflowSid"},
+    "Gather": {"action", "method", "numDigits", "timeout", "finishOnKey", "input", "actionOnEmptyResult"},
+    "Leave": set(),
+    "Record": {"action", "method", "timeout", "finishOnKey", "maxLength", "playBeep", "trim",
+               "recordingStatusCallback", "recordingStatusCallbackMethod", "recordingStatusCallbackEvent"},
+    "Hangup": set(),
+}
+# Which verbs may contain which (Gather only Say, Play, Pause; Dial its nouns).
+CHILDREN = {"Response": {"Say", "Play", "Pause", "Dial", "Enqueue", "Gather", "Leave", "Record", "Hangup", "Redirect"},
+            "Dial": {"Client", "Number", "Queue"}, "Client": {"Identity", "Parameter"}, "Gather": {"Say", "Play", "Pause"}}
+
+
+def twiml(response):
+    """The response's TwiML, checked against Twilio's verbs, nouns and attributes."""
+    assert response.status_code == 200 and response.mimetype == "text/xml", response.get_data(as_text=True)
+    root = ET.fromstring(response.data)
+
+    def check(element):
+        assert element.tag in TWIML, element.tag
+        assert set(element.attrib) <= TWIML[element.tag], (element.tag, element.attrib)
+        for child in element:
+            assert child.tag in CHILDREN.get(element.tag, set()), (element.tag, child.tag)
+            check(child)
+    check(root)
+    return root
+
+
+@pytest.fixture
+def team(auth, db):
+    """alice and bob available (their phones ready), carol away."""
+    for name in ("alice", "bob", "carol"):
+        auth.create(name)
+    people = {name: agent_by_username(db, name) for name in ("alice", "bob", "carol")}
+    with writing(db):
+        presence.set_presence(db, people["alice"]["id"], "available")
+        presence.set_presence(db, people["bob"]["id"], "available")
+        presence.set_presence(db, people["carol"]["id"], "away", "lunch")
+    return people
+
+
+def ring(client, sign, **extra):
+    return signed_post(client, sign, "/twiml/inbound", {"CallSid": SID, "From": CALLER, "To": "+15005550006",
+                                                       "CallStatus": "ringing", "Direction": "inbound", **extra})
+
+
+def the_call(db):
+    return call_queries.call_by_sid(db, SID)
+
+
+@pytest.mark.parametrize("path", INBOUND_PATHS)
+def test_every_inbound_webhook_refuses_unsigned_requests(client, db, path):
+    response = client.post(path + "?call=1", data={"CallSid": SID, "From": CALLER,
+                                                    "AccountSid": client.application.config["TWILIO_ACCOUNT_SID"]})
+    assert response.status_code == 403
+    assert db.execute("SELECT count(*) FROM calls").fetchone()[0] == 0
+
+
+def test_a_caller_is_greeted_and_every_available_agent_rings_and_no_one_away(app, client, sign, db, team):
+    base = app.config["PUBLIC_BASE_URL"]
+    root = twiml(ring(client, sign))
+    call = the_call(db)
+    assert call["direction"] == "inbound" and call["agent_id"] is None and call["customer_number"] == CALLER
+    say, dial = list(root)
+    assert say.text == app.config["INBOUND_GREETING"]
+    assert dial.attrib == {"timeout": "20", "record": "record-from-answer-dual", "answerOnBridge": "true",
+                           "action": f"{base}/twiml/inbound-dialed?call={call['id']}",
+                           "recordingStatusCallback": f"{base}/twiml/recording?call={call['id']}"}
+    rung = {c.findtext("Identity"): c for c in dial.findall("Client")}
+    assert set(rung) == {team["alice"]["identity"], team["bob"]["identity"]}  # carol is away
+    alice = rung[team["alice"]["identity"]]
+    assert alice.get("statusCallback") == f"{base}/twiml/status?call={call['id']}&leg=agent&agent={team['alice']['id']}"
+    assert alice.get("statusCallbackEvent") == "ringing answered completed"
+    assert {p.get("name"): p.get("value") for p in alice.findall("Parameter")} == {
+        "call_id": str(call["id"]), "customer": "+44 20 7946 0100", "direction": "inbound",
+        "known": "first call", "since": call["created_at"]}
+
+    again = twiml(ring(client, sign))  # Twilio fetching the voice URL again is the same call
+    assert db.execute("SELECT count(*) FROM calls").fetchone()[0] == 1 and again.find("Dial") is not None
+
+
+@pytest.mark.parametrize("app_config", [{"INBOUND_RING": "one"}])
+def test_one_at_a_time_rings_the_longest_idle_agent_then_the_next(app, client, sign, db, team):
+    dial = twiml(ring(client, sign)).find("Dial")
+    call = the_call(db)
+    first = [c.findtext("Identity") for c in dial.findall("Client")]
+    assert first == [team["alice"]["identity"]]  # available before bob
+    leg = "CA" + "a" * 32
+    signed_post(client, sign, f"/twiml/status?call={call['id']}&leg=agent&agent={team['alice']['id']}",
+                {"CallSid": leg, "CallStatus": "no-answer", "To": f"client:{team['alice']['identity']}"})
+    root = twiml(signed_post(client, sign, f"/twiml/inbound-dialed?call={call['id']}",
+                             {"CallSid": SID, "CallStatus": "in-progress", "DialCallStatus": "no-answer"}))
+    assert [c.findtext("Identity") for c in root.findall("Dial/Client")] == [team["bob"]["identity"]]
+    assert root.find("Say") is None  # greeted once
+
+
+def answer(client, sign, call, agent, leg):
+    return signed_post(client, sign, f"/twiml/status?call={call['id']}&leg=agent&agent={agent['id']}",
+                       {"CallSid": leg, "CallStatus": "in-progress", "To": f"client:{agent['identity']}"})
+
+
+def test_the_first_agent_to_answer_takes_the_call_and_the_others_leg_changes_nothing(client, sign, db, team):
+    ring(client, sign)
+    call = the_call(db)
+    alice_leg, bob_leg = "CA" + "a" * 32, "CA" + "b" * 32
+    for agent, leg in ((team["alice"], alice_leg), (team["bob"], bob_leg)):
+        signed_post(client, sign, f"/twiml/status?call={call['id']}&leg=agent&agent={agent['id']}",
+                    {"CallSid": leg, "CallStatus": "ringing", "To": f"client:{agent['identity']}"})
+    assert answer(client, sign, call, team["alice"], alice_leg).status_code == 204
+    assert answer(client, sign, call, team["bob"], bob_leg).status_code == 204  # too late: kept, ignored
+    signed_post(client, sign, f"/twiml/status?call={call['id']}&leg=agent&agent={team['bob']['id']}",
+                {"CallSid": bob_leg, "CallStatus": "canceled", "To": f"client:{team['bob']['identity']}"})
+    row = the_call(db)
+    assert row["agent_id"] == team["alice"]["id"] and row["agent_call_sid"] == alice_leg
+    assert row["agent_status"] == "in-progress" and row["agent_answered_at"]
+    states = dict(db.execute("SELECT username, presence FROM agents").fetchall())
+    assert states["alice"] == "on-call" and states["bob"] == "available"  # canceled, not missed
+    assert call_queries.live_state(row)[0] == "talking"
+
+
+def test_an_agent_who_lets_an_offered_call_ring_out_is_set_away(client, sign, db, team):
+    ring(client, sign)
+    call = the_call(db)
+    signed_post(client, sign, f"/twiml/status?call={call['id']}&leg=agent&agent={team['bob']['id']}",
+                {"CallSid": "CA" + "b" * 32, "CallStatus": "no-answer", "To": f"client:{team['bob']['identity']}"})
+    bob = presence.agent_state(db, team["bob"]["id"])
+    assert (bob["presence"], bob["presence_reason"]) == ("away", presence.MISSED_OFFER)
+    assert the_call(db)["agent_id"] is None
+
+
+def test_with_nobody_available_the_caller_waits_in_the_queue_and_hears_their_place(app, client, sign, db, auth):
+    base = app.config["PUBLIC_BASE_URL"]
+    root = twiml(ring(client, sign))
+    call = the_call(db)
+    say, enqueue = list(root)
+    assert say.text == app.config["INBOUND_GREETING"]
+    assert (enqueue.tag, enqueue.text) == ("Enqueue", "dialer")
+    assert enqueue.attrib == {"action": f"{base}/twiml/queue-result?call={call['id']}",
+                              "waitUrl": f"{base}/twiml/queue-wait?call={call['id']}", "waitUrlMethod": "POST"}
+    wait = twiml(signed_post(client, sign, f"/twiml/queue-wait?call={call['id']}",
+                             {"CallSid": SID, "QueuePosition": "3", "QueueTime": "12", "CurrentQueueSize": "4"}))
+    assert wait.find("Say").text == "All our agents are busy. You are number 3 in the queue."
+    gather = wait.find("Gather")
+    assert gather.attrib == {"numDigits": "1", "timeout": "1", "action": f"{base}/twiml/queue-key?call={call['id']}"}
+    assert gather.find("Play").text == app.config["HOLD_MUSIC_URL"]
+    row = the_call(db)
+    assert row["queued_at"] and call_queries.live_state(row)[0] == "waiting in the queue"
+    key = twiml(signed_post(client, sign, f"/twiml/queue-key?call={call['id']}", {"CallSid": SID, "Digits": "1"}))
+    assert [e.tag for e in key] == ["Leave"]
+    late = twiml(signed_post(client, sign, f"/twiml/queue-wait?call={call['id']}",
+                             {"CallSid": SID, "QueuePosition": "1", "QueueTime": "120"}))
+    assert [e.tag for e in late] == ["Leave"]  # VOICEMAIL_AFTER: off to leave a message
+
+
+def test_a_caller_who_leaves_the_queue_records_a_message_kept_with_the_call(app, client, sign, db):
+    base = app.config["PUBLIC_BASE_URL"]
+    ring(client, sign)
+    call = the_call(db)
+    root = twiml(signed_post(client, sign, f"/twiml/queue-result?call={call['id']}",
+                             {"CallSid": SID, "CallStatus": "in-progress", "QueueResult": "leave", "QueueTime": "120"}))
+    assert [e.tag for e in root] == ["Say", "Record", "Say", "Hangup"]
+    record = root.find("Record")
+    assert record.attrib == {"action": f"{base}/twiml/voicemail?call={call['id']}", "maxLength": "120",
+                             "playBeep": "true", "finishOnKey": "#", "timeout": "5",
+                             "recordingStatusCallback": f"{base}/twiml/recording?call={call['id']}&kind=voicemail"}
+    done = twiml(signed_post(client, sign, f"/twiml/voicemail?call={call['id']}",
+                             {"CallSid": SID, "RecordingUrl": "https://api.twilio.com/x", "RecordingDuration": "14",
+                              "Digits": "#"}))
+    assert [e.tag for e in done] == ["Say", "Hangup"]
+    signed_post(client, sign, f"/twiml/recording?call={call['id']}&kind=voicemail",
+                {"CallSid": SID, "RecordingSid": "RE" + "9" * 32, "RecordingStatus": "completed",
+                 "RecordingUrl": "https://api.twilio.com/2010-04-01/Accounts/AC/Recordings/RE9",
+                 "RecordingDuration": "14", "RecordingChannels": "1"})
+    signed_post(client, sign, "/twiml/status", {"CallSid": SID, "CallStatus": "completed", "CallDuration": "150"})
+    row = the_call(db)
+    assert row["voicemail_sid"] == "RE" + "9" * 32 and row["voicemail_duration"] == 14
+    assert row["recording_sid"] is None  # a message is not a conversation's recording
+    assert call_queries.outcome(row) == "voicemail"
+
+
+CALLBACKS = [  # an answered inbound call's callbacks after the voice URL
+    ("status?call={id}&leg=agent&agent={alice}", {"CallSid": "CA" + "a" * 32, "CallStatus": "ringing"}),
+    ("status?call={id}&leg=agent&agent={alice}", {"CallSid": "CA" + "a" * 32, "CallStatus": "in-progress"}),
+    ("status?call={id}&leg=agent&agent={alice}", {"CallSid": "CA" + "a" * 32, "CallStatus": "completed"}),
+    ("inbound-dialed?call={id}", {"CallSid": SID, "CallStatus": "in-progress", "DialCallStatus": "completed"}),
+    ("status", {"CallSid": SID, "CallStatus": "completed", "CallDuration": "61"}),
+]
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3, 4), (4, 3, 2, 1, 0), (1, 4, 0, 3, 2), (4, 1, 1, 4, 2, 0, 3)],
+                         ids=["in order", "reversed", "shuffled", "shuffled and repeated"])
+def test_an_answered_caller_ends_answered_whatever_the_order_of_callbacks(client, sign, db, team, order):
+    ring(client, sign)
+    call = the_call(db)
+    for index in order:
+        path, params = CALLBACKS[index]
+        path = "/twiml/" + path.format(id=call["id"], alice=team["alice"]["id"])
+        assert signed_post(client, sign, path, params).status_code in (200, 204)
+    row = the_call(db)
+    assert row["status"] == "completed" and row["agent_id"] == team["alice"]["id"]
+    assert call_queries.outcome(row) == "answered"
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_a_caller_who_hangs_up_in_the_queue_ends_with_that_outcome_in_any_order(client, sign, db, order):
+    ring(client, sign)
+    call = the_call(db)
+    callbacks = [
+        (f"/twiml/queue-wait?call={call['id']}", {"CallSid": SID, "QueuePosition": "1", "QueueTime": "5"}),
+        (f"/twiml/queue-result?call={call['id']}", {"CallSid": SID, "CallStatus": "completed", "QueueResult": "hangup"}),
+        ("/twiml/status", {"CallSid": SID, "CallStatus": "completed", "CallDuration": "30"}),
+    ]
+    for index in order + (order[0],):  # and one of them twice
+        assert signed_post(client, sign, *callbacks[index]).status_code in (200, 204)
+    row = the_call(db)
+    assert row["status"] == "completed" and row["agent_id"] is None
+    assert call_queries.outcome(row) in ("hung up in the queue", "hung up while ringing")
+    if order.index(0) < order.index(2):
+        assert call_queries.outcome(row) == "hung up in the queue"
