@@ -237,7 +237,8 @@ def _local_day(hour, zone):
 
 CSV_COLUMNS = ("call_id", "started_at", "agent", "direction", "customer_number", "extension", "outcome",
                "status", "agent_leg", "answered_at", "ended_at", "wait_seconds", "talk_seconds", "duration_seconds",
-               "recording", "disposition", "notes", "problem")
+               "recording", "disposition", "notes", "problem",
+               "queued_at", "voicemail_seconds", "called_back_by", "called_back_at")  # customers calling in
 CSV_CHUNK = 1000  # rows read per query: memory stays flat and no query holds a worker for long
 
 
@@ -253,7 +254,8 @@ def _csv_row(call):
     return [call["id"], call["created_at"], _cell(call["username"]), call["direction"], call["customer_number"],
             call["customer_extension"], calls.outcome(call), call["status"], call["dial_result"], call["answered_at"],
             call["ended_at"], wait, talk, call["duration"], "yes" if call["recording_sid"] else "no",
-            _cell(call["disposition"]), _cell(call["notes"]), _cell(call["error_message"])]
+            _cell(call["disposition"]), _cell(call["notes"]), _cell(call["error_message"]),
+            call["queued_at"], call["voicemail_duration"], _cell(call["handled_by"]), call["handled_at"]]
 
 
 def csv_lines(db, agent, f, zone):

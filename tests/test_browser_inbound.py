@@ -53,11 +53,14 @@ def test_a_caller_rings_the_available_agents_and_the_first_to_accept_takes_the_c
         expect(ringing).to_contain_text("+44 20 7946 0100")
         expect(ringing).to_contain_text("first call")
     expect(carol.locator("#incoming")).to_be_hidden()  # away: not rung
+    assert alice.evaluate("SandboxVoice.ringtone.playing") and bob.evaluate("SandboxVoice.ringtone.playing")
+    assert not carol.evaluate("SandboxVoice.ringtone.playing")
 
     alice.get_by_role("button", name="Accept").click()
     expect(alice.locator("#in-call")).to_be_visible(timeout=10_000)
     expect(bob.locator("#incoming")).to_be_hidden(timeout=10_000)  # stopped ringing at once
     expect(bob.locator("#device-state")).to_contain_text("another")
+    assert not alice.evaluate("SandboxVoice.ringtone.playing") and not bob.evaluate("SandboxVoice.ringtone.playing")
     expect(panel_status(alice)).to_contain_text("talking", timeout=10_000)
     expect(bob.locator("#live-calls .live-call")).to_have_count(0)
     alice.wait_for_timeout(1500)

@@ -39,6 +39,37 @@
     return { ok: response.ok, status: response.status, data };
   }
 
+  // The SDK plays its "incoming" sound while a call rings: here two tones (400 + 450 Hz, the UK
+  // ring's cadence) made with WebAudio, which browsers allow once the page has had a click or a key
+  // (the phone starts on the first one).
+  const ringtone = {
+    context: null, timer: null, playing: false,
+    start() {
+      const AudioContext = window.AudioContext || window.webkitAudioContext;
+      if (this.playing || !AudioContext) return;
+      this.context = this.context || new AudioContext();
+      this.playing = true;
+      const burst = (at) => {
+        for (const hz of [400, 450]) {
+          const tone = this.context.createOscillator(), gain = this.context.createGain();
+          tone.frequency.value = hz;
+          gain.gain.value = 0.08;
+          tone.connect(gain).connect(this.context.destination);
+          tone.start(at);
+          tone.stop(at + 0.4);
+        }
+      };
+      const ring = () => { const now = this.context.currentTime; burst(now); burst(now + 0.6); };
+      ring();
+      this.timer = setInterval(ring, 3000);
+    },
+    stop() {
+      clearInterval(this.timer);
+      this.timer = null;
+      this.playing = false;
+    },
+  };
+
   class Call extends Emitter {
     constructor(device, callSid, parameters) {
       super();
@@ -55,6 +86,7 @@
     async accept() {
       if (this._status !== "pending") return;
       this._status = "connecting";
+      this._device._ring();
       // As the SDK does, answering first opens the microphone (no audio flows in the sandbox).
       try {
         if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
@@ -107,6 +139,7 @@
       this._stream = null;
       this._status = "closed";
       this._device._calls = this._device._calls.filter((c) => c !== this);
+      this._device._ring();
     }
     // From the carrier:
     _cancel() { if (this._status === "closed") return; this._close(); this.emit("cancel"); }
@@ -197,6 +230,7 @@
         const call = new Call(this, data.call_sid, data.parameters);
         this._calls.push(call);
         this.emit("incoming", call);
+        this._ring();
       });
       source.addEventListener("cancel", (e) => this._findCall(e)?._cancel());
       source.addEventListener("hangup", (e) => this._findCall(e)?._hangup());
@@ -220,11 +254,17 @@
       });
     }
 
+    // Ring while any call of this device is still pending (and the SDK's incoming sound is on).
+    _ring() {
+      const pending = this._calls.some((c) => c._status === "pending");
+      if (pending && this._options.sounds !== false) ringtone.start(); else ringtone.stop();
+    }
+
     _findCall(e) {
       const sid = JSON.parse(e.data).call_sid;
       return this._calls.find((c) => c.parameters.CallSid === sid);
     }
   }
 
-  window.SandboxVoice = { Device, Call, TwilioError };
+  window.SandboxVoice = { Device, Call, TwilioError, ringtone };
 })();
