@@ -311,6 +311,8 @@ def timeline(call, events):
             text = f"the agent's phone stopped ringing ({calls.status_label(status)})"
         elif source == "agent" and status == "completed":
             text = hung_up if hung_up == "the agent hung up" else None if hung_up else "the agent's side ended"
+        elif source == "dial-result" and call["direction"] == "inbound":
+            text = None if status == "completed" else "no agent answered"
         elif source == "dial-result":
             text = (hung_up if hung_up == "the customer hung up" else None) if status == "completed" else \
                 f"no agent took the call ({calls.status_label(status)}): the customer heard the apology"

@@ -69,7 +69,7 @@ def ring_agents(response, db, call, agents):
         action=public_url("twiml.inbound_dialed", call=call["id"]),
         recording_status_callback=public_url("twiml.recording", call=call["id"]))
     count, last = calls.earlier_calls(db, call["customer_number"], call["id"])
-    known = "first call" if not count else f"{count} earlier call{'s' if count > 1 else ''}" + (
+    known = "no earlier calls from this number" if not count else f"{count} earlier call{'s' if count > 1 else ''}" + (
         f", last: {last['disposition']}" if last and last["disposition"] else "")
     for agent in agents:
         client = dial.client(status_callback=public_url("twiml.status", call=call["id"], leg="agent", agent=agent["id"]),

@@ -51,7 +51,7 @@ def test_a_caller_rings_the_available_agents_and_the_first_to_accept_takes_the_c
         expect(ringing).to_be_visible(timeout=10_000)
         expect(ringing).to_contain_text("A customer is calling in")
         expect(ringing).to_contain_text("+44 20 7946 0100")
-        expect(ringing).to_contain_text("first call")
+        expect(ringing).to_contain_text("no earlier calls from this number")
     expect(carol.locator("#incoming")).to_be_hidden()  # away: not rung
     assert alice.evaluate("SandboxVoice.ringtone.playing") and bob.evaluate("SandboxVoice.ringtone.playing")
     assert not carol.evaluate("SandboxVoice.ringtone.playing")

@@ -103,7 +103,7 @@ def test_a_caller_is_greeted_and_every_available_agent_rings_and_no_one_away(app
     assert alice.get("statusCallbackEvent") == "ringing answered completed"
     assert {p.get("name"): p.get("value") for p in alice.findall("Parameter")} == {
         "call_id": str(call["id"]), "customer": "+44 20 7946 0100", "direction": "inbound",
-        "known": "first call", "since": call["created_at"]}
+        "known": "no earlier calls from this number", "since": call["created_at"]}
 
     again = twiml(ring(client, sign))  # Twilio fetching the voice URL again is the same call
     assert db.execute("SELECT count(*) FROM calls").fetchone()[0] == 1 and again.find("Dial") is not None
