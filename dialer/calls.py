@@ -230,14 +230,16 @@ def _event_status(source, values):
     return values.get("status")
 
 
-def apply_event(db, call_id, source, callback, agent=None, away_if_missed=False):
+def apply_event(db, call_id, source, callback, agent=None, away_if_missed=False, step=None):
     """Apply a callback or app action to a call.
 
     `source` is status, twiml (the TwiML fetch itself), dial-result, recording or app;
     `callback` is a `params.Callback` (an app action may pass a plain dict of its own values).
     `agent` is the agent whose <Client> leg an `agent` callback reports (its signed URL names them):
     on an inbound call the first to answer becomes the call's agent; with `away_if_missed`, an
-    agent who let it ring out is set away.
+    agent who let it ring out is set away. `step` tells apart the callbacks of the TwiML documents
+    one inbound call goes through (each ring, each stint in the queue): kept where Twilio's
+    SequenceNumber goes, so a second ring's result is news, not a repeat of the first's.
 
     The rules: every distinct callback is kept as an event (its raw text); a repeat changes
     nothing and writes nothing; a call never moves backwards (by status rank and by
@@ -249,7 +251,7 @@ def apply_event(db, call_id, source, callback, agent=None, away_if_missed=False)
         callback = params.trusted(callback)
     values = callback.values
     status = _event_status(source, values)
-    sequence = values.get("SequenceNumber")
+    sequence = values.get("SequenceNumber") if step is None else step
     leg_sid = values.get("CallSid")
     return batched(db, _apply, (call_id, source, leg_sid, status, sequence), callback, (agent, away_if_missed),
                    read=_known)
@@ -292,7 +294,9 @@ def _apply(db, event, callback, offer):
             if not is_terminal(call["status"]) and not is_terminal(changes["agent_status"]):
                 presence.call_started(db, changes["agent_id"])
             call = {**call, **changes, **(call_with_identity(db, call_id) or {})}
-        if is_terminal(changes.get("status")) and (changes.get("agent_id") or call["agent_id"]):
+        if source == "app" and changes.get("status") == "failed" and call["agent_id"]:
+            presence.call_not_placed(db, call["agent_id"])  # nobody talked: no wrap-up
+        elif is_terminal(changes.get("status")) and (changes.get("agent_id") or call["agent_id"]):
             presence.call_ended(db, changes.get("agent_id") or call["agent_id"])
         call = {**call, **changes}
         live.publish_call(db, call)  # in this transaction: watchers see exactly what was committed
@@ -310,6 +314,8 @@ def _changes(call, source, values, status, sequence, leg_sid):
         if sequence is not None and (last is None or sequence > last):
             changes["last_sequence_number"] = sequence
         changes.update(_status_changes(call, status, values))
+        if is_terminal(changes.get("status")) and call.get("waiting_since"):
+            changes["waiting_since"] = None
         code = values.get("ErrorCode")
         if code and not call["error_code"]:
             changes["error_code"] = code
@@ -327,8 +333,12 @@ def _changes(call, source, values, status, sequence, leg_sid):
         if status and values.get("DialCallSid") and not call["agent_call_sid"] and call["direction"] != "inbound":
             changes["agent_call_sid"] = values["DialCallSid"]
     elif source == "queue":
-        if status == "waiting" and not call["queued_at"] and not is_terminal(call["status"]):
-            changes["queued_at"] = utcnow()
+        if status == "waiting" and not call["waiting_since"] and not is_terminal(call["status"]) \
+                and not call["agent_answered_at"]:
+            changes["waiting_since"] = utcnow()  # a stint in the queue begins
+            changes["queued_at"] = call["queued_at"] or changes["waiting_since"]
+        elif status != "waiting" and call["waiting_since"]:
+            changes["waiting_since"] = None  # left it: taken for an agent, to voicemail, hung up
     elif source == "voicemail":
         if status == "completed" and values.get("RecordingSid") and not call["voicemail_sid"]:
             changes.update({"voicemail_sid": values["RecordingSid"], "voicemail_url": values.get("RecordingUrl"),
@@ -373,7 +383,7 @@ def _inbound_agent_leg_changes(call, status, values, leg_sid, agent):
         if winner or not agent or not leg_sid:
             return {}
         return {"agent_id": agent, "agent_call_sid": leg_sid, "agent_status": status,
-                "agent_answered_at": _event_time(call, values)}
+                "agent_answered_at": _event_time(call, values), "waiting_since": None}
     if winner is None and status != "ringing" or is_terminal(call["status"]) and not is_terminal(status):
         return {}  # a phone that rang out or was withdrawn: the call is still looking for an agent
     if rank(status) <= rank(call["agent_status"]) and not (winner is None and call["agent_status"] != "ringing"):

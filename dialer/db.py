@@ -505,3 +505,10 @@ def m013_offers(db):
     # to whom and when, so two agents are never offered the same caller, nor one agent two.
     db["calls"].add_column("offered_to", int)
     db["calls"].add_column("offered_at", str)
+
+
+@migrations()
+def m014_waiting(db):
+    # Since when a caller is in the queue now (None once they left it: offered to an agent, gone to
+    # voicemail, hung up). queued_at stays the first time, which orders callers first come, first served.
+    db["calls"].add_column("waiting_since", str)

@@ -25,39 +25,71 @@ NO_MESSAGE = "We did not get a message. Please call again. Goodbye."
 
 @bp.route("/inbound", methods=["POST"])
 def inbound():
-    """A customer rings the centre's number: keep the call, greet them, ring the available agents."""
+    """A customer rings the centre's number: keep the call, greet them, then (a document of its own,
+    fetched once the greeting is over) ring whoever is available by then."""
     callback = _read_callback()
-    db = get_db()
-    call = calls.create_inbound(db, callback)
-    return twiml(_offer(db, call, greet=True))
+    call = calls.create_inbound(get_db(), callback)
+    response = VoiceResponse()
+    _say(response, current_app.config["INBOUND_GREETING"])
+    response.redirect(public_url("twiml.inbound_ring", call=call["id"]))
+    return twiml(response)
+
+
+@bp.route("/inbound-ring", methods=["POST"])
+def inbound_ring():
+    """After the greeting: ring the available agents, or queue the caller behind those already waiting."""
+    call = _apply("ring", step=_step_arg())
+    if call is None or calls.is_terminal(call["status"]):
+        return _apology()
+    return twiml(_offer(get_db(), call))
 
 
 @bp.route("/inbound-dialed", methods=["POST"])
 def inbound_dialed():
     """The agents' phones stopped ringing: done if one answered, else the next agent or the queue."""
-    call = _apply("dial-result")
+    call = _apply("dial-result", step=_step_arg())
     if call is None:
         return _apology()
     response = VoiceResponse()
     if request.form.get("DialCallStatus") in ("completed", "answered") or request.form.get("CallStatus") == "completed":
         response.hangup()  # talked, or the caller already left: nothing more to play
         return twiml(response)
-    return twiml(_offer(get_db(), call, greet=False))
+    return twiml(_offer(get_db(), call))
 
 
-def _offer(db, call, greet):
-    """TwiML that rings the agents who may take this call now, or queues the caller."""
+def _step_arg():
+    """The `step` our TwiML put in its callback URLs (see `step`), or None."""
+    text = request.args.get("step", "")
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
+def step(db, call_id):
+    """Which of a call's TwiML documents this is: the id of its newest event (each document is
+    fetched by a webhook that is kept as an event first), put in that document's callback URLs."""
+    return db.execute("SELECT coalesce(max(id), 0) FROM call_events WHERE call_id = ?", [call_id]).fetchone()[0]
+
+
+def _offer(db, call):
+    """TwiML that rings the agents who may take this call now, or queues the caller: behind anyone
+    who has waited longer and is not being offered an agent right now (first come, first served)."""
     cfg = current_app.config
     response = VoiceResponse()
-    if greet:
-        _say(response, cfg["INBOUND_GREETING"])
+    if _ahead(db, call, cfg["INBOUND_RING_TIMEOUT"]):
+        return _enqueue(response, db, call)
     at_once = cfg["INBOUND_RING_AT_ONCE"] if cfg["INBOUND_RING"] == "all" else 1
     tried = () if cfg["INBOUND_RING"] == "all" else _agents_tried(db, call["id"])
-    agents = presence.available_agents(db, at_once, leaving_out=tried)
+    agents = presence.available_agents(db, at_once, leaving_out=tried + _being_offered(db, cfg["INBOUND_RING_TIMEOUT"]))
     if not agents:
-        return _enqueue(response, call)
+        return _enqueue(response, db, call)
     ring_agents(response, db, call, agents)
     return response
+
+
+def _ahead(db, call, ring_timeout):
+    """Callers waiting in the queue before this one who are not being offered an agent now."""
+    mine = (call["queued_at"] or "~", call["id"])  # never queued: behind everyone queued
+    expired = _ago(ring_timeout + OFFER_GRACE)
+    return [c for c in waiting(db) if (c["queued_at"], c["id"]) < mine and not (c["offered_at"] and c["offered_at"] > expired)]
 
 
 def ring_agents(response, db, call, agents):
@@ -66,7 +98,7 @@ def ring_agents(response, db, call, agents):
     cfg = current_app.config
     dial = response.dial(
         timeout=cfg["INBOUND_RING_TIMEOUT"], record=cfg["DIAL_RECORD"], answer_on_bridge=True,
-        action=public_url("twiml.inbound_dialed", call=call["id"]),
+        action=public_url("twiml.inbound_dialed", call=call["id"], step=step(db, call["id"])),
         recording_status_callback=public_url("twiml.recording", call=call["id"]))
     count, last = calls.earlier_calls(db, call["customer_number"], call["id"])
     known = "no earlier calls from this number" if not count else f"{count} earlier call{'s' if count > 1 else ''}" + (
@@ -95,10 +127,11 @@ def _agents_tried(db, call_id):
     return tuple(row[0] for row in db.execute(f"SELECT id FROM agents WHERE identity IN ({marks})", identities))
 
 
-def _enqueue(response, call):
+def _enqueue(response, db, call):
     cfg = current_app.config
-    response.enqueue(cfg["QUEUE_NAME"], action=public_url("twiml.queue_result", call=call["id"]),
-                     wait_url=public_url("twiml.queue_wait", call=call["id"]), wait_url_method="POST")
+    now = step(db, call["id"])
+    response.enqueue(cfg["QUEUE_NAME"], action=public_url("twiml.queue_result", call=call["id"], step=now),
+                     wait_url=public_url("twiml.queue_wait", call=call["id"], step=now), wait_url_method="POST")
     return response
 
 
@@ -107,7 +140,7 @@ def queue_wait():
     """The wait URL, requested while the caller waits (again whenever its TwiML runs out): their
     place, hold music, 1 for voicemail; after VOICEMAIL_AFTER seconds it leaves the queue for it."""
     cfg = current_app.config
-    call = _apply("queue")
+    call = _apply("queue", step=_step_arg())
     response = VoiceResponse()
     if call is None or calls.is_terminal(call["status"]):
         response.leave()
@@ -121,7 +154,7 @@ def queue_wait():
         return twiml(response)
     position = values.get("QueuePosition") or 1
     _say(response, cfg["QUEUE_MESSAGE"].format(position=position))
-    gather = Gather(num_digits=1, action=public_url("twiml.queue_key", call=call["id"]), timeout=1)
+    gather = Gather(num_digits=1, action=public_url("twiml.queue_key", call=call["id"], step=_step_arg()), timeout=1)
     _say(gather, f"To leave a message instead, press {VOICEMAIL_KEY}.")
     gather.play(cfg["HOLD_MUSIC_URL"])
     response.append(gather)
@@ -131,7 +164,7 @@ def queue_wait():
 @bp.route("/queue-key", methods=["POST"])
 def queue_key():
     """A key pressed while waiting: 1 leaves the queue for voicemail; any other key, back to waiting."""
-    _apply("queue")
+    _apply("queue-key")
     response = VoiceResponse()
     if request.form.get("Digits") == VOICEMAIL_KEY:
         response.leave()
@@ -141,7 +174,7 @@ def queue_key():
 @bp.route("/queue-result", methods=["POST"])
 def queue_result():
     """The caller left the queue: bridged to an agent, hung up, or left it to record a message."""
-    call = _apply("queue")
+    call = _apply("queue", step=_step_arg())
     response = VoiceResponse()
     result = request.form.get("QueueResult")
     if call is None:
@@ -185,10 +218,10 @@ def offer_soon(app=None):
 
 
 def waiting(db):
-    """Callers in the queue now, longest waiting first (for the board too)."""
+    """Callers in the queue now, first come first (for the board too)."""
     return list(db.query(
         f"SELECT * FROM calls WHERE direction = 'inbound' AND agent_answered_at IS NULL AND handled_at IS NULL "
-        f"AND queued_at IS NOT NULL AND agent_id IS NULL "
+        f"AND waiting_since IS NOT NULL AND agent_id IS NULL "
         f"AND status NOT IN ({', '.join('?' * len(calls.TERMINAL))}) AND created_at > ? ORDER BY queued_at, id",
         [*calls.TERMINAL, _ago(calls.LONGEST_CALL.total_seconds())]))
 
@@ -203,17 +236,27 @@ def claim_offers(db, ring_timeout):
     expired = _ago(ring_timeout + OFFER_GRACE)
     pairs = []
     with writing(db):
-        busy = {row[0] for row in db.execute(
-            "SELECT offered_to FROM calls WHERE offered_at > ? AND agent_id IS NULL AND direction = 'inbound'",
-            [expired]).fetchall()}
         callers = [c for c in waiting(db) if not c["offered_at"] or c["offered_at"] <= expired]
         if not callers:
             return []
-        agents = presence.available_agents(db, len(callers) + len(busy), leaving_out=tuple(busy))
+        agents = presence.available_agents(db, len(callers), leaving_out=_being_offered(db, ring_timeout))
         for call, agent in zip(callers, agents):
             db.execute("UPDATE calls SET offered_to = ?, offered_at = ? WHERE id = ?", [agent["id"], utcnow(), call["id"]])
             pairs.append((call, agent))
     return pairs
+
+
+def _being_offered(db, ring_timeout):
+    """Agents a waiting caller is being offered to right now (their phone rings for them)."""
+    return tuple(row[0] for row in db.execute(
+        "SELECT offered_to FROM calls WHERE offered_at > ? AND agent_id IS NULL AND direction = 'inbound' "
+        "AND offered_to IS NOT NULL", [_ago(ring_timeout + OFFER_GRACE)]).fetchall())
+
+
+def _release(db, call_id):
+    """An offer that came to nothing before any phone rang: the caller and the agent are free again."""
+    with writing(db):
+        db.execute("UPDATE calls SET offered_to = NULL, offered_at = NULL WHERE id = ?", [call_id])
 
 
 def offer_waiting_callers(app):
@@ -225,8 +268,7 @@ def offer_waiting_callers(app):
                 telephony.redirect(call["customer_call_sid"], public_url("twiml.offer", call=call["id"], agent=agent["id"]))
             except telephony.TelephonyError as error:  # the caller left meanwhile: the offer is void
                 app.logger.info("offering call %s to agent %s: %s", call["id"], agent["username"], error.message)
-                with writing(db):
-                    db.execute("UPDATE calls SET offered_to = NULL, offered_at = NULL WHERE id = ?", [call["id"]])
+                _release(db, call["id"])
 
 
 @bp.route("/offer", methods=["POST"])
@@ -238,9 +280,11 @@ def offer():
     if call is None or calls.is_terminal(call["status"]):
         response.hangup()
         return twiml(response)
+    db = get_db()
     agent_id = request.args.get("agent", "")
-    agents = [a for a in presence.available_agents(get_db(), 50) if str(a["id"]) == agent_id]
-    if not agents:  # no longer available: back to the queue, where the next agent will be offered them
-        return twiml(_enqueue(response, call))
-    ring_agents(response, get_db(), call, agents)
+    agents = [a for a in presence.available_agents(db, 50) if str(a["id"]) == agent_id]
+    if not agents:  # no longer available: back to the queue (first in line still), free for the next agent
+        _release(db, call["id"])
+        return twiml(_enqueue(response, db, call))
+    ring_agents(response, db, call, agents)
     return twiml(response)

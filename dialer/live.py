@@ -66,13 +66,27 @@ def render(topic, data, supervisor):
     if topic == "call":
         html = render_block("dialing/index.html", "live_call", call=data, oob=True)
         html += render_block("dialing/index.html", "recent_call", call=data, oob=True)
+        if for_the_team(data):
+            html += render_team(data)
         if supervisor:
             html += render_block("board/index.html", "board_call", call=data, oob=True)
+            if for_the_team(data):
+                html += render_block("board/index.html", "board_missed", call=data, oob=True)
     else:
         html = render_block("dialing/index.html", "my_presence", agent=data, oob=True)
         if supervisor:
             html += render_block("board/index.html", "agent_row", agent=data, oob=True)
     return html
+
+
+def for_the_team(call):
+    """A customer's call in that no agent has taken: every agent's "To call back" list follows it."""
+    return call.get("direction") == "inbound" and call.get("agent_id") is None
+
+
+def render_team(call):
+    """What an agent sees of a call in nobody took: its line in "To call back" (hidden until it ended)."""
+    return render_block("dialing/index.html", "missed_call", call=call, oob=True)
 
 
 def render_counts(db):
@@ -154,11 +168,16 @@ class Hub:
             for event_id, topic, agent_id, data in rows:
                 state = json.loads(data)
                 texts = {}  # rendered once per audience, whatever the number of streams
+                team = topic == "call" and for_the_team(state)
                 for stream in streams:
                     if stream.may_see(agent_id):
                         if stream.supervisor not in texts:
                             texts[stream.supervisor] = message(event_id, render(topic, state, stream.supervisor))
                         stream.queue.put((event_id, texts[stream.supervisor]))
+                    elif team:  # another agent: only the "To call back" line of it
+                        if "team" not in texts:
+                            texts["team"] = message(event_id, render_team(state))
+                        stream.queue.put((event_id, texts["team"]))
                 self.last_id = event_id
             supervisors = [stream for stream in streams if stream.supervisor]
             if supervisors and any(topic == "call" for _, topic, _, _ in rows):
@@ -205,9 +224,10 @@ def _missed_events(db, after, agent_id, supervisor):
     first, last = db.execute("SELECT min(id), max(id) FROM events").fetchone()
     if last is None or after > last or (first is not None and after < first - 1):
         return None  # from another database, or older than what is kept
+    # An agent's own events, and calls in that nobody took (their "To call back" line).
     rows = db.execute(
-        "SELECT id, topic, subject_id, data FROM events WHERE id > ? AND (? OR agent_id = ?) ORDER BY id LIMIT ?",
-        [after, supervisor, agent_id, REPLAY_LIMIT + 1]).fetchall()
+        "SELECT id, topic, subject_id, data FROM events WHERE id > ? AND (? OR agent_id = ? OR agent_id IS NULL) "
+        "ORDER BY id LIMIT ?", [after, supervisor, agent_id, REPLAY_LIMIT + 1]).fetchall()
     if len(rows) > REPLAY_LIMIT:
         return None
     latest = {}
@@ -251,7 +271,8 @@ def events():
         if missed is None:
             first = _start(db, stream, upto)
         else:
-            first = [message(event_id, render(topic, state, stream.supervisor)) for event_id, topic, state in missed]
+            first = [message(event_id, render_team(state) if topic == "call" and not stream.may_see(state["agent_id"])
+                             else render(topic, state, stream.supervisor)) for event_id, topic, state in missed]
             if stream.supervisor and missed:
                 first.append(message(upto, render_counts(db)))
         first.append(f"id: {upto}\n\n")  # where a reconnect resumes, even when there was nothing to show

@@ -63,6 +63,13 @@ def call_ended(db, agent_id):
         set_presence(db, agent_id, "wrap-up", by="call")
 
 
+def call_not_placed(db, agent_id):
+    """Twilio refused the call the agent just placed: back to available, with nothing to wrap up."""
+    row = one(db, "SELECT presence FROM agents WHERE id = ?", [agent_id])
+    if row and row["presence"] == "on-call":
+        set_presence(db, agent_id, "available", by="call not placed")
+
+
 MISSED_OFFER = "missed an incoming call"
 
 

@@ -141,9 +141,12 @@ def test_a_caller_who_waits_too_long_leaves_a_message_that_plays_and_is_called_b
                     and c["status"] == "completed" and c["voicemail_sid"] and c, timeout=30)
     assert call_queries.outcome(call) == "voicemail" and call["agent_id"] is None
 
-    alice.reload()
-    missed = alice.locator("#missed-calls li", has_text="+44 20 7946 0100")
+    missed = alice.locator("#missed-calls li", has_text="+44 20 7946 0100")  # arrives live, no reload
     expect(missed).to_contain_text("voicemail")
+    expect(missed).to_be_visible()
+    sue = desks["sue"]
+    sue.goto(f"{live_server}/board")
+    expect(sue.locator("#board-missed li", has_text="+44 20 7946 0100")).to_contain_text("voicemail")
     missed.get_by_role("link", name="message").click()
     assert audio_seconds(alice.get_by_label("Message")) > 0
 
@@ -154,5 +157,7 @@ def test_a_caller_who_waits_too_long_leaves_a_message_that_plays_and_is_called_b
     assert back["customer_number"] == "+442079460100"
     handled = one(db, "SELECT * FROM calls WHERE id = ?", [call["id"]])
     assert (handled["handled_by"], handled["callback_call_id"]) == ("carol", back["id"]) and handled["handled_at"]
+    expect(alice.locator("#missed-calls li", has_text="+44 20 7946 0100")).to_be_hidden()  # live: called back
+    expect(sue.locator("#board-missed li", has_text="+44 20 7946 0100")).to_be_hidden()
     alice.reload()
     expect(alice.locator("#missed-calls li", has_text="+44 20 7946 0100")).to_have_count(0)

@@ -110,6 +110,9 @@ def test_twilio_magic_numbers_fail_the_call_with_code_and_plain_sentence(client,
     events = call_queries.events_for(db, call["id"])
     assert [e["status"] for e in events] == ["queued", "failed"]
     assert str(code) in events[-1]["params"]["twilio_message"] or events[-1]["params"]["error_code"] == code
+    # Nobody talked: the agent is not put in wrap-up, but back to available.
+    changes = db.execute("SELECT presence, by FROM presence_changes ORDER BY id").fetchall()
+    assert changes[-2:] == [("on-call", "call"), ("available", "call not placed")]
 
 
 def test_wrong_api_credentials_give_20003_and_a_sentence_for_the_agent(app, client, auth, db, live_server):

@@ -1,12 +1,13 @@
 """Customers calling in, at the webhooks: the TwiML of each case, who takes the call, and that no
 caller is left without an outcome whatever order (or how often) Twilio's callbacks arrive."""
 import itertools
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from dialer import calls as call_queries
-from dialer import presence
+from dialer import inbound, presence
 from dialer.auth import agent_by_username
 from dialer.db import writing
 
@@ -14,7 +15,7 @@ from .test_twiml import signed_post
 
 CALLER = "+442079460100"
 SID = "CA" + "c" * 32
-INBOUND_PATHS = ["/twiml/inbound", "/twiml/inbound-dialed", "/twiml/queue-wait", "/twiml/queue-key",
+INBOUND_PATHS = ["/twiml/inbound", "/twiml/inbound-ring", "/twiml/offer", "/twiml/inbound-dialed", "/twiml/queue-wait", "/twiml/queue-key",
                  "/twiml/queue-result", "/twiml/voicemail"]
 
 # The verbs and nouns this TwiML may use, with the attributes Twilio documents for each
@@ -35,6 +36,7 @@ TWIML = {
     "Record": {"action", "method", "timeout", "finishOnKey", "maxLength", "playBeep", "trim",
                "recordingStatusCallback", "recordingStatusCallbackMethod", "recordingStatusCallbackEvent"},
     "Hangup": set(),
+    "Redirect": {"method"},
 }
 # Which verbs may contain which (Gather only Say, Play, Pause; Dial its nouns).
 CHILDREN = {"Response": {"Say", "Play", "Pause", "Dial", "Enqueue", "Gather", "Leave", "Record", "Hangup", "Redirect"},
@@ -69,9 +71,21 @@ def team(auth, db):
     return people
 
 
-def ring(client, sign, **extra):
-    return signed_post(client, sign, "/twiml/inbound", {"CallSid": SID, "From": CALLER, "To": "+15005550006",
-                                                       "CallStatus": "ringing", "Direction": "inbound", **extra})
+def ring(client, sign, sid=SID, caller=CALLER):
+    """A customer calls in: the voice URL greets and redirects; the document after the greeting
+    (which rings the agents or queues the caller) is returned."""
+    params = {"CallSid": sid, "From": caller, "To": "+15005550006", "CallStatus": "ringing", "Direction": "inbound"}
+    greeting = twiml(signed_post(client, sign, "/twiml/inbound", params))
+    say, redirect = list(greeting)
+    assert say.text == client.application.config["INBOUND_GREETING"] and redirect.tag == "Redirect"
+    path = redirect.text.removeprefix(client.application.config["PUBLIC_BASE_URL"])
+    assert re.fullmatch(r"/twiml/inbound-ring\?call=\d+", path), path
+    return signed_post(client, sign, path, {**params, "CallStatus": "in-progress"})
+
+
+def unstepped(url):
+    """A callback URL without its `step` (which of the call's TwiML documents it came from)."""
+    return re.sub(r"&step=\d+", "", url)
 
 
 def the_call(db):
@@ -91,11 +105,12 @@ def test_a_caller_is_greeted_and_every_available_agent_rings_and_no_one_away(app
     root = twiml(ring(client, sign))
     call = the_call(db)
     assert call["direction"] == "inbound" and call["agent_id"] is None and call["customer_number"] == CALLER
-    say, dial = list(root)
-    assert say.text == app.config["INBOUND_GREETING"]
-    assert dial.attrib == {"timeout": "20", "record": "record-from-answer-dual", "answerOnBridge": "true",
-                           "action": f"{base}/twiml/inbound-dialed?call={call['id']}",
-                           "recordingStatusCallback": f"{base}/twiml/recording?call={call['id']}"}
+    [dial] = list(root)
+    assert {**dial.attrib, "action": unstepped(dial.get("action"))} == {
+        "timeout": "20", "record": "record-from-answer-dual", "answerOnBridge": "true",
+        "action": f"{base}/twiml/inbound-dialed?call={call['id']}",
+        "recordingStatusCallback": f"{base}/twiml/recording?call={call['id']}"}
+    assert re.search(r"&step=\d+$", dial.get("action"))
     rung = {c.findtext("Identity"): c for c in dial.findall("Client")}
     assert set(rung) == {team["alice"]["identity"], team["bob"]["identity"]}  # carol is away
     alice = rung[team["alice"]["identity"]]
@@ -121,7 +136,7 @@ def test_one_at_a_time_rings_the_longest_idle_agent_then_the_next(app, client, s
     root = twiml(signed_post(client, sign, f"/twiml/inbound-dialed?call={call['id']}",
                              {"CallSid": SID, "CallStatus": "in-progress", "DialCallStatus": "no-answer"}))
     assert [c.findtext("Identity") for c in root.findall("Dial/Client")] == [team["bob"]["identity"]]
-    assert root.find("Say") is None  # greeted once
+    assert root.find("Say") is None and root.find("Redirect") is None  # greeted once
 
 
 def answer(client, sign, call, agent, leg):
@@ -162,11 +177,11 @@ def test_with_nobody_available_the_caller_waits_in_the_queue_and_hears_their_pla
     base = app.config["PUBLIC_BASE_URL"]
     root = twiml(ring(client, sign))
     call = the_call(db)
-    say, enqueue = list(root)
-    assert say.text == app.config["INBOUND_GREETING"]
+    [enqueue] = list(root)
     assert (enqueue.tag, enqueue.text) == ("Enqueue", "dialer")
-    assert enqueue.attrib == {"action": f"{base}/twiml/queue-result?call={call['id']}",
-                              "waitUrl": f"{base}/twiml/queue-wait?call={call['id']}", "waitUrlMethod": "POST"}
+    assert {name: unstepped(value) for name, value in enqueue.attrib.items()} == {
+        "action": f"{base}/twiml/queue-result?call={call['id']}",
+        "waitUrl": f"{base}/twiml/queue-wait?call={call['id']}", "waitUrlMethod": "POST"}
     wait = twiml(signed_post(client, sign, f"/twiml/queue-wait?call={call['id']}",
                              {"CallSid": SID, "QueuePosition": "3", "QueueTime": "12", "CurrentQueueSize": "4"}))
     assert wait.find("Say").text == "All our agents are busy. You are number 3 in the queue."
@@ -247,3 +262,64 @@ def test_a_caller_who_hangs_up_in_the_queue_ends_with_that_outcome_in_any_order(
     assert call_queries.outcome(row) in ("hung up in the queue", "hung up while ringing")
     if order.index(0) < order.index(2):
         assert call_queries.outcome(row) == "hung up in the queue"
+
+
+def queue_caller(client, sign, db, sid, caller):
+    """A caller who found nobody available and is now waiting in the queue (its wait URL fetched)."""
+    enqueue = twiml(ring(client, sign, sid=sid, caller=caller)).find("Enqueue")
+    path = enqueue.get("waitUrl").removeprefix(client.application.config["PUBLIC_BASE_URL"])
+    twiml(signed_post(client, sign, path, {"CallSid": sid, "QueuePosition": "1", "QueueTime": "1"}))
+    return call_queries.call_by_sid(db, sid), enqueue
+
+
+def test_a_new_caller_queues_behind_one_already_waiting_even_with_an_agent_free(client, sign, db, team):
+    with writing(db):
+        for name in ("alice", "bob"):
+            presence.set_presence(db, team[name]["id"], "away", "lunch")
+    first, _ = queue_caller(client, sign, db, "CA" + "1" * 32, "+442079460110")
+    assert [c["id"] for c in inbound.waiting(db)] == [first["id"]]
+    with writing(db):
+        presence.set_presence(db, team["alice"]["id"], "available")  # (her offer has not gone out yet)
+    later = twiml(ring(client, sign))  # a new caller: the first one is owed alice
+    assert [e.tag for e in later] == ["Enqueue"]
+
+
+def test_each_ring_of_a_caller_has_its_own_result_and_frees_the_offer(client, sign, db, team):
+    ring(client, sign)
+    call = the_call(db)
+    for agent in ("alice", "bob"):  # offered twice, one agent after the other, neither answers
+        with writing(db):
+            db.execute("UPDATE calls SET offered_to = ?, offered_at = ? WHERE id = ?",
+                       [team[agent]["id"], call_queries.utcnow(), call["id"]])
+        dial = twiml(signed_post(client, sign, f"/twiml/offer?call={call['id']}&agent={team[agent]['id']}",
+                                 {"CallSid": SID, "CallStatus": "in-progress"})).find("Dial")
+        assert [c.findtext("Identity") for c in dial.findall("Client")] == [team[agent]["identity"]]
+        path = dial.get("action").removeprefix(client.application.config["PUBLIC_BASE_URL"])
+        signed_post(client, sign, path, {"CallSid": SID, "CallStatus": "in-progress", "DialCallStatus": "no-answer"})
+        assert the_call(db)["offered_to"] is None  # this offer's result arrived, not taken for a repeat
+    results = [e for e in call_queries.events_for(db, call["id"]) if e["source"] == "dial-result"]
+    assert len(results) == 2
+
+
+def test_an_offer_to_an_agent_gone_meanwhile_puts_the_caller_back_and_frees_them(client, sign, db, team):
+    ring(client, sign)
+    call = the_call(db)
+    with writing(db):
+        db.execute("UPDATE calls SET offered_to = ?, offered_at = ? WHERE id = ?",
+                   [team["bob"]["id"], call_queries.utcnow(), call["id"]])
+        presence.set_presence(db, team["bob"]["id"], "away", "coffee")
+    root = twiml(signed_post(client, sign, f"/twiml/offer?call={call['id']}&agent={team['bob']['id']}",
+                             {"CallSid": SID, "CallStatus": "in-progress"}))
+    assert [e.tag for e in root] == ["Enqueue"]
+    assert (the_call(db)["offered_to"], the_call(db)["offered_at"]) == (None, None)
+
+
+def test_a_caller_who_left_the_queue_for_voicemail_is_no_longer_waiting(client, sign, db, team):
+    with writing(db):
+        for name in ("alice", "bob"):
+            presence.set_presence(db, team[name]["id"], "away", "lunch")
+    call, enqueue = queue_caller(client, sign, db, SID, CALLER)
+    assert [c["id"] for c in inbound.waiting(db)] == [call["id"]]
+    path = enqueue.get("action").removeprefix(client.application.config["PUBLIC_BASE_URL"])
+    twiml(signed_post(client, sign, path, {"CallSid": SID, "CallStatus": "in-progress", "QueueResult": "leave"}))
+    assert inbound.waiting(db) == [] and the_call(db)["queued_at"]  # offered to nobody, still "was queued"

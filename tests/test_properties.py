@@ -62,7 +62,7 @@ def test_no_webhook_gets_a_5xx_and_every_call_stays_valid_and_never_moves_back(
             assert (row["status"], row["ended_at"], row["duration"]) == (old["status"], old["ended_at"], old["duration"])
 
 
-INBOUND = ["/twiml/inbound", "/twiml/inbound-dialed", "/twiml/queue-wait", "/twiml/queue-key", "/twiml/queue-result",
+INBOUND = ["/twiml/inbound", "/twiml/inbound-ring", "/twiml/offer?agent=1", "/twiml/inbound-dialed?step=7", "/twiml/queue-wait", "/twiml/queue-key", "/twiml/queue-result",
            "/twiml/voicemail", "/twiml/status?leg=agent&agent=1", "/twiml/status?leg=agent&agent=99",
            "/twiml/recording?kind=voicemail"]
 
