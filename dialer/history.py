@@ -24,6 +24,7 @@ bp = Blueprint("history", __name__)
 PAGE_SIZE = 50
 MAX_NOTES = 2000  # characters of wrap-up notes
 FEW_MATCHES = 2000  # a number search with fewer matches than this reads them through the index
+AGENT_INDEX_DIGITS = 7  # an agent's search for fewer digits than this reads their calls' own index
 MAX_QUERY = 40  # characters of a number search; a phone number with spaces and an extension fits
 # What the outcome filter offers, in the words the pages use, and what each means in the table
 # (`+calls.status`: not through the status index; the newest-first scan finds a page sooner).
@@ -143,10 +144,16 @@ def _where(db, agent, f, zone):
     through_index = False
     if f.digits:
         # Few matches: the trigram index names them. Many (a common run of digits): reading the
-        # newest calls until a page is full is quicker than gathering every match first.
+        # newest calls until a page is full is quicker than gathering every match first. An
+        # agent's own calls are read from the (agent, created_at, id, number) index alone, so
+        # unless the digits are many (a rare run, which the trigram index finds at once), that
+        # read is cheaper than asking the trigram index how many match (~1 ms at a million calls).
         phrase = f'"{f.digits}"'
-        found = db.execute("SELECT count(*) FROM (SELECT rowid FROM calls_numbers WHERE calls_numbers MATCH ? LIMIT ?)",
-                           [phrase, FEW_MATCHES]).fetchone()[0]
+        if not agent.is_supervisor and len(f.digits) < AGENT_INDEX_DIGITS:
+            found = FEW_MATCHES
+        else:
+            found = db.execute("SELECT count(*) FROM (SELECT rowid FROM calls_numbers WHERE calls_numbers MATCH ? "
+                               "LIMIT ?)", [phrase, FEW_MATCHES]).fetchone()[0]
         through_index = found < FEW_MATCHES
         if through_index:
             where.append("calls.id IN (SELECT rowid FROM calls_numbers WHERE calls_numbers MATCH ?)")
@@ -364,8 +371,11 @@ def index():
         if current_user.is_supervisor else []
     status = 400 if f.problems else 200
     chart = calls_per_day(db, current_user, f, ZoneInfo(cfg["TIME_ZONE"]))
+    # Each row links to its call's page: the path built once (url_for for 50 rows costs ~0.4 ms).
+    calls_path = url_for("history.detail", call_id=1).removesuffix("1")
     return render("history/index.html", "results", status=status, calls=rows, filters=f, next_url=next_url, chart=chart,
-                  outcomes=OUTCOMES, agents=agents, first_page=url_for("history.index") + "?" + f.params())
+                  outcomes=OUTCOMES, agents=agents, first_page=url_for("history.index") + "?" + f.params(),
+                  calls_path=calls_path)
 
 
 @bp.route("/history.csv")
