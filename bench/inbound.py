@@ -507,8 +507,12 @@ def run(args, tmp):
 
 
 def db_counts(conn):
-    """todays_counts' figures, computed here from the rows (UTC day, as the board)."""
-    today = datetime.now(timezone.utc).date().isoformat()
+    """todays_counts' figures, computed here from the rows (the centre's day, as the board)."""
+    from zoneinfo import ZoneInfo
+
+    from dialer.calls import start_of_today
+    from dialer.config import Config
+    today = start_of_today(ZoneInfo(Config.TIME_ZONE))
     rows = [dict(r) for r in conn.execute("SELECT * FROM calls WHERE created_at >= ?", [today])]
     terminal = ("completed", "busy", "failed", "no-answer", "canceled")
     inbound = [r for r in rows if r["direction"] == "inbound"]

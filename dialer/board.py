@@ -1,7 +1,7 @@
 """The supervisor's board: every agent's presence, every live call with its timers, today's counts."""
-from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
-from flask import Blueprint, abort
+from flask import Blueprint, abort, current_app
 from flask_login import current_user, login_required
 
 from . import calls, inbound, live
@@ -19,10 +19,10 @@ def agents(db):
 
 
 def todays_counts(db):
-    """Today's calls (UTC) and how they went: placed by agents (answered by the customer, missed by
-    the agent), customers calling in (answered, and missed: hung up unanswered or left a message),
-    average wait and talk."""
-    today = datetime.now(timezone.utc).date().isoformat()
+    """Today's calls (the centre's day, TIME_ZONE) and how they went: placed by agents (answered by
+    the customer, missed by the agent), customers calling in (answered, and missed: hung up
+    unanswered or left a message), average wait and talk."""
+    today = calls.start_of_today(ZoneInfo(current_app.config["TIME_ZONE"]))
     rows = db.query(
         "SELECT direction, status, dial_result, answered_at, agent_answered_at, ended_at, duration, queued_at, "
         "voicemail_sid FROM calls WHERE created_at >= ?", [today])

@@ -180,9 +180,17 @@ def mark_called_back(db, missed_id, callback_call_id, by):
     live.publish_call(db, call_with_identity(db, missed_id))
 
 
-def todays_ended_calls(db, agent_id, limit=20):
-    """This agent's calls of today (UTC) that have ended, newest first: the dialer's redial list."""
-    today = datetime.now(timezone.utc).date().isoformat()
+def start_of_today(zone):
+    """Midnight at the start of today in the centre's time zone, as UTC text: what "today" means
+    on the dialer and the board, as on the history page."""
+    now = datetime.now(zone)
+    return datetime.combine(now.date(), datetime.min.time(), tzinfo=zone).astimezone(timezone.utc).isoformat(
+        timespec="seconds")
+
+
+def todays_ended_calls(db, agent_id, zone, limit=20):
+    """This agent's calls of today (the centre's day) that have ended, newest first: the dialer's redial list."""
+    today = start_of_today(zone)
     return list(db.query(
         f"SELECT * FROM calls WHERE agent_id = ? AND created_at >= ? AND status IN ({', '.join('?' * len(TERMINAL))}) "
         "ORDER BY created_at DESC, id DESC LIMIT ?", [agent_id, today, *TERMINAL, limit]))

@@ -1,5 +1,6 @@
 """The dialer page, placing a call, the live call panel, hang-up and the voice token."""
 import secrets
+from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, current_app, jsonify, redirect, request, url_for
 from flask_login import current_user, login_required
@@ -28,7 +29,8 @@ def _page(form=None, call=None, status=200, recent=None):
     full = not wants_fragment()
     return render("dialing/index.html", "dialer", status=status, form=form or CallForm(formdata=None), call=call,
                   agent=presence.agent_state(db, current_user.id),
-                  recent=recent or calls.todays_ended_calls(db, current_user.id) if full else [],
+                  recent=recent or calls.todays_ended_calls(db, current_user.id, ZoneInfo(current_app.config["TIME_ZONE"]))
+                  if full else [],
                   missed=calls.to_call_back(db) if full else [])
 
 

@@ -45,9 +45,9 @@ def clock_local(iso):
 
 
 def clock(iso):
-    """ISO UTC text -> '21:05' (UTC)."""
+    """ISO UTC text -> '21:05' in the centre's time zone (today's calls on the dialer)."""
     try:
-        return datetime.fromisoformat(iso).strftime("%H:%M")
+        return datetime.fromisoformat(iso).astimezone(ZoneInfo(current_app.config["TIME_ZONE"])).strftime("%H:%M")
     except (TypeError, ValueError):
         return "—"
 

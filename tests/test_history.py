@@ -249,3 +249,22 @@ def test_the_chart_rollup_follows_every_change_of_a_call(db, people):
                           f"sum({kind} = 'missed'), sum({kind} = 'other') FROM calls GROUP BY 1, 3 ORDER BY 1").fetchall()
     assert db.execute("SELECT hour, agent_id, direction, talked, missed, other FROM call_hours WHERE agent_id = -1 AND (talked OR missed OR other) "
                       "ORDER BY 1").fetchall() == everyone
+
+
+@pytest.mark.parametrize("app_config", [{"TIME_ZONE": "America/New_York"}])
+def test_today_on_the_dialer_and_the_board_is_the_centres_day(app, client, auth, db, people):
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from dialer import board
+    start = datetime.fromisoformat(calls.start_of_today(ZoneInfo("America/New_York")))
+    assert start.hour in (4, 5)  # New York's midnight in UTC (summer, winter)
+    before = add_call(db, people["alice"], "+442079460001", (start - timedelta(seconds=1)).isoformat())
+    after = add_call(db, people["alice"], "+442079460002", (start + timedelta(seconds=1)).isoformat())
+    assert [c["id"] for c in calls.todays_ended_calls(db, people["alice"], ZoneInfo("America/New_York"))] == [after]
+    with app.test_request_context():
+        assert board.todays_counts(db)["placed"] == 1
+    auth.login("alice")
+    page = client.get("/").get_data(as_text=True)
+    assert "Today <small class=\"hint\">(America/New_York)</small>" in page
+    assert f'id="recent-call-{after}"' in page and f'id="recent-call-{before}"' not in page
