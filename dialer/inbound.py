@@ -112,7 +112,7 @@ def ring_agents(response, db, call, agents):
         client.parameter(name="direction", value="inbound")
         client.parameter(name="known", value=known)
         client.parameter(name="since", value=call["created_at"])
-        if last:
+        if last and (last["agent_id"] == agent["id"] or last["agent_id"] is None):  # a call this agent may open
             client.parameter(name="last_call", value=str(last["id"]))
 
 

@@ -323,3 +323,16 @@ def test_a_caller_who_left_the_queue_for_voicemail_is_no_longer_waiting(client, 
     path = enqueue.get("action").removeprefix(client.application.config["PUBLIC_BASE_URL"])
     twiml(signed_post(client, sign, path, {"CallSid": SID, "CallStatus": "in-progress", "QueueResult": "leave"}))
     assert inbound.waiting(db) == [] and the_call(db)["queued_at"]  # offered to nobody, still "was queued"
+
+
+def test_a_known_caller_is_named_with_their_last_call_linked_only_for_whoever_may_open_it(client, sign, db, team):
+    earlier = call_queries.create_call(db, team["alice"]["id"], CALLER)
+    call_queries.wrap_up(db, earlier["id"], "callback requested", "", "alice")
+    with writing(db):
+        presence.set_presence(db, team["alice"]["id"], "available")  # that call is long over
+    dial = twiml(ring(client, sign)).find("Dial")
+    params = {c.findtext("Identity"): {p.get("name"): p.get("value") for p in c.findall("Parameter")}
+              for c in dial.findall("Client")}
+    alices, bobs = params[team["alice"]["identity"]], params[team["bob"]["identity"]]
+    assert alices["known"] == bobs["known"] == "1 earlier call, last: callback requested"
+    assert alices["last_call"] == str(earlier["id"]) and "last_call" not in bobs  # bob may not open alice's call
