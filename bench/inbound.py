@@ -177,20 +177,10 @@ class Phone(ScriptedDevice):
     """tests/device.py's ScriptedDevice, noting when each event arrived (data["_t"]): a ring that
     came while the phone was on a call is ignored even when this script reads it a moment later."""
 
-    def _read(self):
-        event = None
-        try:
-            for line in self._stream.iter_lines(decode_unicode=True):
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: ") and event:
-                    data = json.loads(line[6:])
-                    if isinstance(data, dict):
-                        data["_t"] = time.time()
-                    self.events.put((event, data))
-                    event = None
-        except (requests.RequestException, AttributeError):
-            pass  # closed
+    def received(self, event, data):
+        if isinstance(data, dict):
+            data["_t"] = time.time()
+        super().received(event, data)
 
 
 class Desk:

@@ -27,10 +27,14 @@ class ScriptedDevice:
                 if line.startswith("event: "):
                     event = line[7:]
                 elif line.startswith("data: ") and event:
-                    self.events.put((event, json.loads(line[6:])))
+                    self.received(event, json.loads(line[6:]))
                     event = None
         except (requests.RequestException, AttributeError):
             pass  # closed by the test
+
+    def received(self, event, data):
+        """An event from the carrier (a subclass may note more about it)."""
+        self.events.put((event, data))
 
     def next(self, name, timeout=10):
         """The next event called `name` (earlier ones of other names are dropped)."""
