@@ -25,14 +25,6 @@ def create_app(test_config=None, instance_path=None):
     config.load(app, test_config, twilio_settings_required=not golive.command_line_runs_twilio())
     app.url_map.converters["id"] = RowIdConverter
 
-    if app.config["PROXY_HOPS"]:
-        # Behind Caddy (deploy/Caddyfile): the client's address, the scheme and the host come from the
-        # X-Forwarded-* headers the trusted proxies set, no more hops than that (a client cannot
-        # forge them past the proxy). The sign-in throttle then counts the real client's address.
-        from werkzeug.middleware.proxy_fix import ProxyFix
-        hops = app.config["PROXY_HOPS"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-
     from . import auth, backup, db, filters, generate, security
     db.init_app(app)
     auth.init_app(app)
@@ -58,6 +50,16 @@ def create_app(test_config=None, instance_path=None):
         sandbox.init_app(app)
 
     register_health_and_errors(app)
+
+    from .webhooks import TwilioWebhooks
+    app.wsgi_app = TwilioWebhooks(app, app.wsgi_app)  # Twilio's busiest webhooks, beneath Flask
+    if app.config["PROXY_HOPS"]:
+        # Behind Caddy (deploy/Caddyfile): the client's address, the scheme and the host come from the
+        # X-Forwarded-* headers the trusted proxies set, no more hops than that (a client cannot
+        # forge them past the proxy). The sign-in throttle then counts the real client's address.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     return app
 
 

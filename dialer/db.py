@@ -4,6 +4,7 @@ import queue
 import sqlite3
 import sys
 import threading
+from collections import deque
 from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -54,7 +55,8 @@ class _Pool:
     """This process's open connections to one database file, lent to one request at a time.
 
     A connection is opened once and reused (opening costs four PRAGMAs); under gevent a request is
-    a greenlet, so a per-thread connection would be a new connection per request.
+    a greenlet, so a per-thread connection would be a new connection per request. A deque's pop
+    and append are atomic: no lock to take on every request.
     """
 
     KEEP = 32
@@ -62,25 +64,23 @@ class _Pool:
     def __init__(self, path):
         self.path = path
         self.pid = os.getpid()
-        self.idle = []
-        self.lock = threading.Lock()
+        self.idle = deque()
 
     def take(self):
-        with self.lock:
-            if self.pid != os.getpid():  # forked: the parent's connections are not ours to use
-                self.idle, self.pid = [], os.getpid()
-            if self.idle:
-                return self.idle.pop()
-        return connect(self.path)
+        if self.pid != os.getpid():  # forked: the parent's connections are not ours to use
+            self.idle, self.pid = deque(), os.getpid()
+        try:
+            return self.idle.pop()
+        except IndexError:
+            return connect(self.path)
 
     def give(self, db):
         if db.conn.in_transaction:  # a request that failed half-way
             db.conn.rollback()
-        with self.lock:
-            if self.pid == os.getpid() and len(self.idle) < self.KEEP:
-                self.idle.append(db)
-                return
-        db.conn.close()
+        if self.pid == os.getpid() and len(self.idle) < self.KEEP:
+            self.idle.append(db)
+        else:
+            db.conn.close()
 
 
 def get_db():
@@ -164,7 +164,13 @@ class _Batcher:
     callers that arrive while a transaction commits share the next one: one BEGIN, one COMMIT
     and one fsync for the lot, and no thread of the server sleeps on SQLite's write lock. When a
     write fails, the batch is undone and each write retried alone: only its own caller gets the error.
-    Under gevent the "thread" is a greenlet and its SQLite work runs on a real thread (`blocking`).
+
+    Under gevent the "thread" is a greenlet in the server's one OS thread, and the statements run
+    right there (microseconds each; handing each batch's Python to a pool thread and back cost more
+    CPU than the SQL: bench/webhooks.py). Only what can wait on the disk or on another process runs
+    on a real thread (`blocking`): the COMMIT and its fsync, and a BEGIN or a read that finds the
+    database locked by another process. The writer's own connection never sleeps in SQLite's busy
+    handler on the server's thread (busy_timeout 0 there).
     """
 
     MAX_BATCH = 200
@@ -173,28 +179,33 @@ class _Batcher:
         self.path = path
         self.queue = queue.SimpleQueue()
         self.db = connect(path)
+        self.db.conn.execute("PRAGMA busy_timeout=0")  # see _patiently
         self.thread = threading.Thread(target=self._run, name=f"dialer-writer {path}", daemon=True)
         self.thread.start()
 
     def run(self, read, write, *args):
-        done = Future()
+        done = _future()
         self.queue.put((read, write, args, done))
         return done.result()
 
     def _run(self):
         while True:
             batch = [self.queue.get()]
+            if _gevent_patched():
+                # Let the requests that are ready run up to their own write first: they join this
+                # batch instead of each waiting for a commit of their own.
+                import gevent
+                gevent.sleep(0)
             while len(batch) < self.MAX_BATCH:
                 try:
                     batch.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
-            # Outcomes are settled here, never on the pool thread: futures belong to this thread.
-            outcomes = blocking(self._read_all, batch)
+            outcomes = self._read_all(batch)
             writes = [index for index, outcome in enumerate(outcomes) if outcome is None]
             if writes:
                 with _lock_for(self.path):
-                    committed = blocking(self._commit, [batch[index] for index in writes])
+                    committed = self._commit([batch[index] for index in writes])
                 for index, outcome in zip(writes, committed):
                     outcomes[index] = outcome
             for (*_, done), (ok, value) in zip(batch, outcomes):
@@ -205,7 +216,7 @@ class _Batcher:
         outcomes = []
         for read, _, args, _ in batch:
             try:
-                answer = read(self.db, *args) if read else None
+                answer = self._patiently(read, self.db, *args) if read else None
             except Exception as error:
                 outcomes.append((False, error))
                 continue
@@ -227,12 +238,29 @@ class _Batcher:
                     outcomes.append((True, result))
             return outcomes
 
+    def _patiently(self, fn, *args):
+        """`fn(*args)` here; if another process has the database locked, again on a real thread
+        that waits for it as any other connection does (busy_timeout)."""
+        try:
+            return fn(*args)
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or self.db.conn.in_transaction:
+                raise
+        return blocking(self._waiting, fn, *args)
+
+    def _waiting(self, fn, *args):
+        self.db.conn.execute("PRAGMA busy_timeout=10000")
+        try:
+            return fn(*args)
+        finally:
+            self.db.conn.execute("PRAGMA busy_timeout=0")
+
     def _transaction(self, batch):
         db = self.db
-        db.conn.execute("BEGIN IMMEDIATE")
+        self._patiently(db.conn.execute, "BEGIN IMMEDIATE")
         try:
             results = [write(db, *args) for _, write, args, _ in batch]
-            db.conn.execute("COMMIT")
+            blocking(db.conn.execute, "COMMIT")  # the fsync: the server goes on meanwhile
         except BaseException:
             if db.conn.in_transaction:
                 db.conn.rollback()
@@ -240,6 +268,21 @@ class _Batcher:
         return results
 
 
+def _future():
+    """A Future for one write's outcome; under gevent, gevent's own (a patched Condition costs more)."""
+    if _gevent_patched():
+        global _GeventFuture
+        if _GeventFuture is None:
+            from gevent.event import AsyncResult
+
+            class _GeventFuture(AsyncResult):
+                set_result = AsyncResult.set
+                result = AsyncResult.get
+        return _GeventFuture()
+    return Future()
+
+
+_GeventFuture = None
 _batchers = {}
 
 

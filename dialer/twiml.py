@@ -22,29 +22,44 @@ APOLOGY = "Sorry, we could not connect this call. Goodbye."
 MAX_WEBHOOK_BYTES = 64 * 1024  # Twilio's largest webhook is a few kilobytes
 
 
+class Refused(Exception):
+    """A webhook answered with a 4xx: its status code and the sentence that says why."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def check_request(cfg, url, form, signature, remote_addr, logger):
+    """Refuse (403) anything not signed by Twilio for exactly this URL and for our account."""
+    if not signature or not _signed(cfg["TWILIO_AUTH_TOKEN"], url, form, signature):
+        logger.warning("403: %s request to %s without a valid Twilio signature (from %s)",
+                       "unsigned" if not signature else "wrongly signed", url, remote_addr)
+        raise Refused(403, "This URL only answers requests signed by Twilio.")
+    if form.get("AccountSid") != cfg["TWILIO_ACCOUNT_SID"]:
+        logger.warning("403: %s request for account %r, not ours", url, form.get("AccountSid"))
+        raise Refused(403, "This webhook is for another Twilio account (AccountSid).")
+
+
 @bp.before_request
 def check_signature():
-    """Refuse (403) anything not signed by Twilio for exactly this URL and for our account."""
-    cfg = current_app.config
     request.max_content_length = MAX_WEBHOOK_BYTES  # before the form is read
-    url = cfg["PUBLIC_BASE_URL"] + request.full_path.rstrip("?")
-    signature = request.headers.get("X-Twilio-Signature", "")
+    cfg = current_app.config
     form = request.form if request.method == "POST" else {}
-    if not signature or not _signed(cfg, url, form, signature):
-        current_app.logger.warning("403: %s request to %s without a valid Twilio signature (from %s)",
-                                   "unsigned" if not signature else "wrongly signed", url, request.remote_addr)
-        abort(403, "This URL only answers requests signed by Twilio.")
-    if form.get("AccountSid") != cfg["TWILIO_ACCOUNT_SID"]:
-        current_app.logger.warning("403: %s request for account %r, not ours", url, form.get("AccountSid"))
-        abort(403, "This webhook is for another Twilio account (AccountSid).")
+    try:
+        check_request(cfg, cfg["PUBLIC_BASE_URL"] + request.full_path.rstrip("?"), form,
+                      request.headers.get("X-Twilio-Signature", ""), request.remote_addr, current_app.logger)
+    except Refused as refused:
+        abort(refused.status, refused.message)
 
 
-def _signed(cfg, url, form, signature):
+_validators = {}  # auth token -> its RequestValidator
+
+
+def _signed(token, url, form, signature):
     """twilio's RequestValidator: one HMAC for the URL as Twilio reaches us; only a request that
     fails it pays for `validate`'s other spellings of the URL (with and without the port)."""
-    validators = current_app.extensions.setdefault("twilio_validators", {})
-    token = cfg["TWILIO_AUTH_TOKEN"]
-    validator = validators.get(token) or validators.setdefault(token, RequestValidator(token))
+    validator = _validators.get(token) or _validators.setdefault(token, RequestValidator(token))
     expected = validator.compute_signature(url, form).encode()
     if hmac.compare_digest(expected, signature.encode("utf-8", "surrogateescape")):  # any header bytes
         return True
@@ -55,27 +70,24 @@ def twiml(response):
     return Response(str(response), mimetype="text/xml")
 
 
-def _read_callback():
+def read_callback(form, path, logger):
     """The webhook's fields, checked; a field that fails is logged by name and not used."""
-    callback = params.read(request.form)
+    callback = params.read(form)
     if "CallSid" not in callback.values:
         why = callback.problems.get("CallSid", "is missing")
-        current_app.logger.warning("400: %s: CallSid %s: %s", request.path, why, callback.raw)
-        abort(400, f"CallSid {why}.")
+        logger.warning("400: %s: CallSid %s: %s", path, why, callback.raw)
+        raise Refused(400, f"CallSid {why}.")
     if callback.problems:
-        current_app.logger.warning("%s: ignored %s", request.path, "; ".join(
+        logger.warning("%s: ignored %s", path, "; ".join(
             f"{name} {why} (got {callback.raw[name][:80]!r})" for name, why in callback.problems.items()))
     return callback
 
 
-def _apply(source, **options):
-    """Check the webhook and apply it to the call it names: ?call=, else the leg's CallSid.
+def apply_callback(db, source, requested, callback, path, logger, **options):
+    """Apply a checked webhook to the call it names: `requested` (its ?call=), else the leg's CallSid.
 
     Returns the call (with `agent_identity`), or None when it names no call of ours (logged).
     """
-    db = get_db()
-    callback = _read_callback()
-    requested = request.args.get("call", "")
     if _row_id(requested):
         try:
             return calls.apply_event(db, int(requested), source, callback, **options)[0]
@@ -84,34 +96,78 @@ def _apply(source, **options):
     found = calls.call_by_sid(db, callback.get("CallSid"))
     if found:
         return calls.apply_event(db, found["id"], source, callback, **options)[0]
-    current_app.logger.warning("%s callback for unknown call %r: %s", request.path, requested[:40], callback.raw)
+    logger.warning("%s callback for unknown call %r: %s", path, requested[:40], callback.raw)
     return None
+
+
+def _read_callback():
+    try:
+        return read_callback(request.form, request.path, current_app.logger)
+    except Refused as refused:
+        abort(refused.status, refused.message)
+
+
+def _apply(source, **options):
+    """This request's webhook, checked and applied to its call (see `apply_callback`)."""
+    callback = _read_callback()
+    return apply_callback(get_db(), source, request.args.get("call", ""), callback, request.path,
+                          current_app.logger, **options)
 
 
 def _row_id(text):
     return text.isascii() and text.isdigit() and 0 < len(text) <= 18
 
 
-def _say(response, text):
-    cfg = current_app.config
+def _say(response, text, cfg=None):
+    cfg = cfg or current_app.config
     response.say(text, voice=cfg["SAY_VOICE"], language=cfg["SAY_LANGUAGE"])
 
 
-def _apology():
+def apology_twiml(cfg):
     response = VoiceResponse()
-    _say(response, APOLOGY)
+    _say(response, APOLOGY, cfg)
     response.hangup()
-    return twiml(response)
+    return str(response)
 
 
-@bp.route("/customer-to-agent", methods=["POST"])
-def customer_to_agent():
-    """The customer answered: hold message, then ring the browser of the agent who placed the call."""
-    call = _apply("twiml")
+def _apology():
+    return Response(apology_twiml(current_app.config), mimetype="text/xml")
+
+
+# --- the two busiest webhooks ------------------------------------------------------------------
+# Every call brings one customer-to-agent request and four to seven status callbacks. They are
+# answered by `webhooks.TwilioWebhooks` beneath Flask, which checks them with `check_request` and
+# `read_callback` as above; these rules only give Flask their URLs (url_for, public_url).
+bp.add_url_rule("/customer-to-agent", "customer_to_agent", methods=["POST"], build_only=True)
+bp.add_url_rule("/status", "status", methods=["POST"], build_only=True)
+
+
+def customer_to_agent(db, cfg, args, callback, template, logger):
+    """The customer answered: hold message, then ring the browser of the agent who placed the call.
+
+    Returns the TwiML text; `template` is `customer_to_agent_template()`'s.
+    """
+    call = apply_callback(db, "twiml", args.get("call", ""), callback, "/twiml/customer-to-agent", logger)
     if (call is None or not call["agent_identity"] or calls.is_terminal(call["status"])
-            or call["customer_call_sid"] != request.form.get("CallSid")):
-        return _apology()  # no such call, an ended one, or another leg's CallSid: ring nobody
-    return Response(_customer_to_agent_twiml(call), mimetype="text/xml")
+            or call["customer_call_sid"] != callback.raw.get("CallSid")):
+        return apology_twiml(cfg)  # no such call, an ended one, or another leg's CallSid: ring nobody
+    return (template.replace(_CALL, str(call["id"]))
+            .replace(_IDENTITY, escape(call["agent_identity"]))
+            .replace(_CUSTOMER, escape(call["customer_number"], {'"': "&quot;"})))
+
+
+def status(db, cfg, args, callback, logger):
+    """Call progress callbacks of the customer's leg, or with ?leg=agent of the agent's <Client> leg.
+
+    Returns True, or False when the callback names no call the dialer placed.
+    """
+    if args.get("leg") != "agent":
+        return apply_callback(db, "status", args.get("call", ""), callback, "/twiml/status", logger) is not None
+    # Which agent's phone this leg rang is in the URL our TwiML gave Twilio (signed with the rest).
+    agent = args.get("agent", "")
+    return apply_callback(db, "agent", args.get("call", ""), callback, "/twiml/status", logger,
+                          agent=int(agent) if _row_id(agent) else None,
+                          away_if_missed=cfg["AWAY_AFTER_MISSED_OFFER"]) is not None
 
 
 # Stand-ins for the per-call values in the TwiML built once from the settings: random letters and
@@ -119,8 +175,8 @@ def customer_to_agent():
 _CALL, _IDENTITY, _CUSTOMER = (f"{name}{secrets.token_hex(8)}" for name in ("call", "identity", "customer"))
 
 
-def _customer_to_agent_twiml(call):
-    """The TwiML of one call: VoiceResponse builds it once per app; each call fills in its values."""
+def customer_to_agent_template():
+    """In a request context: the customer-to-agent TwiML with stand-ins, built by VoiceResponse once per app."""
     template = current_app.extensions.get("customer_to_agent_twiml")
     if template is None:
         cfg = current_app.config
@@ -139,9 +195,7 @@ def _customer_to_agent_twiml(call):
         client.parameter(name="customer", value=_CUSTOMER)
         template = str(response)
         current_app.extensions["customer_to_agent_twiml"] = template
-    return (template.replace(_CALL, str(call["id"]))
-            .replace(_IDENTITY, escape(call["agent_identity"]))
-            .replace(_CUSTOMER, escape(call["customer_number"], {'"': "&quot;"})))
+    return template
 
 
 @bp.route("/dial-result", methods=["POST"])
@@ -158,19 +212,11 @@ def dial_result():
 
 def _callback(source, **options):
     if _apply(source, **options) is None:
-        return Response("Unknown call: this callback names no call the dialer placed.\n", 404, mimetype="text/plain")
+        return Response(UNKNOWN_CALL, 404, mimetype="text/plain")
     return Response(status=204)
 
 
-@bp.route("/status", methods=["POST"])
-def status():
-    """Call progress callbacks of the customer's leg, or with ?leg=agent of the agent's <Client> leg."""
-    if request.args.get("leg") != "agent":
-        return _callback("status")
-    # Which agent's phone this leg rang is in the URL our TwiML gave Twilio (signed with the rest).
-    agent = request.args.get("agent", "")
-    return _callback("agent", agent=int(agent) if _row_id(agent) else None,
-                     away_if_missed=current_app.config["AWAY_AFTER_MISSED_OFFER"])
+UNKNOWN_CALL = "Unknown call: this callback names no call the dialer placed.\n"
 
 
 @bp.route("/recording", methods=["POST"])

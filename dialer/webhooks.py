@@ -1,0 +1,134 @@
+"""Twilio's two busiest webhooks, answered beneath Flask: the status callbacks and customer-to-agent.
+
+Every call brings one customer-to-agent request and four to seven status callbacks. Through
+Flask, each paid for a request context, a session, werkzeug's form parser and the hooks of the
+pages, about as much CPU again as its own work (bench/webhooks.py). Here, a small WSGI layer in
+front of the app reads such a request itself and hands it to the same code Flask used: the
+signature and account check (`twiml.check_request`), the field checks (`twiml.read_callback`,
+`params`), the call's rules (`twiml.status`, `twiml.customer_to_agent`, `calls`) and the same
+security headers. Every other request, /twiml/ or not, goes on to Flask untouched.
+"""
+import json
+from urllib.parse import parse_qsl
+
+from werkzeug import urls  # noqa: F401 (registers the "werkzeug.url_quote" codec error handler below)
+from werkzeug.datastructures import MultiDict
+from werkzeug.http import HTTP_STATUS_CODES
+
+from . import security, twiml
+
+TEXT, XML, JSON = "text/plain; charset=utf-8", "text/xml; charset=utf-8", "application/json"
+BAD_REQUEST = "The dialer could not read that request."
+TOO_LARGE = "That request is larger than the dialer accepts."
+NOT_ALLOWED = "That page does not take this kind of request."
+SERVER_ERROR = "Something went wrong on our side. It has been logged; try again."
+
+
+class TwilioWebhooks:
+    """WSGI middleware: POST /twiml/status and /twiml/customer-to-agent are answered here; the rest by `app`."""
+
+    def __init__(self, app, wsgi_app):
+        self.app, self.next = app, wsgi_app
+        self.routes = {"/twiml/status": self._status, "/twiml/customer-to-agent": self._customer_to_agent}
+        # What Flask's hooks add to a reply that is not a page (security.init_app).
+        self.headers = security.headers_for(app.config, page=False) + [("Cache-Control", "no-store")]
+
+    def __call__(self, environ, start_response):
+        route = self.routes.get(environ.get("PATH_INFO"))
+        if route is None:
+            return self.next(environ, start_response)
+        extra = []
+        try:
+            if environ.get("REQUEST_METHOD") != "POST":
+                extra = [("Allow", "POST")]
+                raise twiml.Refused(405, NOT_ALLOWED)
+            code, content_type, body = route(environ, self._form(environ), self._args(environ))
+        except twiml.Refused as refused:
+            code, content_type, body = refused.status, JSON, _error(refused.message)
+        except Exception:  # as Flask would: logged with its traceback, a 500 that says so
+            self.app.logger.exception("Exception on %s [%s]", environ.get("PATH_INFO"), environ.get("REQUEST_METHOD"))
+            code, content_type, body = 500, JSON, _error(SERVER_ERROR)
+        headers = [("Content-Length", str(len(body)))] + extra + self.headers
+        if content_type:
+            headers.insert(0, ("Content-Type", content_type))
+        start_response(f"{code} {HTTP_STATUS_CODES[code].upper()}", headers)
+        return [body]
+
+    # --- reading a request, as werkzeug and twiml.check_signature would ---
+
+    def _form(self, environ):
+        """The url-encoded body as a MultiDict (werkzeug's parse); 413 past MAX_WEBHOOK_BYTES."""
+        limit = twiml.MAX_WEBHOOK_BYTES
+        length = environ.get("CONTENT_LENGTH", "")
+        if length:
+            if not (length.isascii() and length.isdigit()):
+                raise twiml.Refused(400, BAD_REQUEST)
+            if int(length) > limit:
+                raise twiml.Refused(413, TOO_LARGE)
+            body = environ["wsgi.input"].read(int(length))
+        else:  # chunked, or no body
+            body = environ["wsgi.input"].read(limit + 1)
+            if len(body) > limit:
+                raise twiml.Refused(413, TOO_LARGE)
+        if environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+            return _Form()
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            return _Form()  # werkzeug's parser gives an empty form too: the signature then fails
+        return _Form(parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote"))
+
+    def _args(self, environ):
+        """The query string: its text (for the signed URL) and each name's first value."""
+        query = environ.get("QUERY_STRING", "").encode("latin-1").decode("utf-8", "replace")
+        args = {}
+        for name, value in parse_qsl(query, keep_blank_values=True, errors="replace"):
+            args.setdefault(name, value)
+        return query, args
+
+    def _checked(self, environ, form, query):
+        cfg = self.app.config
+        path = environ["PATH_INFO"]
+        url = cfg["PUBLIC_BASE_URL"] + path + ("?" + query if query else "")
+        twiml.check_request(cfg, url, form, environ.get("HTTP_X_TWILIO_SIGNATURE", ""),
+                            environ.get("REMOTE_ADDR"), self.app.logger)
+        return twiml.read_callback(form, path, self.app.logger)
+
+    def _with_db(self, fn, *args):
+        pool = self.app.extensions["dialer_db"]
+        db = pool.take()
+        try:
+            return fn(db, *args)
+        finally:
+            pool.give(db)
+
+    # --- the two routes ---
+
+    def _status(self, environ, form, query_args):
+        query, args = query_args
+        callback = self._checked(environ, form, query)
+        if self._with_db(twiml.status, self.app.config, args, callback, self.app.logger):
+            return 204, None, b""
+        return 404, TEXT, twiml.UNKNOWN_CALL.encode()
+
+    def _customer_to_agent(self, environ, form, query_args):
+        query, args = query_args
+        callback = self._checked(environ, form, query)
+        template = self.app.extensions.get("customer_to_agent_twiml")
+        if template is None:  # built once, with Flask's url_for for its callback URLs
+            with self.app.request_context(environ):
+                template = twiml.customer_to_agent_template()
+        text = self._with_db(twiml.customer_to_agent, self.app.config, args, callback, template, self.app.logger)
+        return 200, XML, text.encode()
+
+
+class _Form(MultiDict):
+    """werkzeug's MultiDict, with the `getall` twilio's RequestValidator asks for first (every
+    repeated value is signed; without it, each field costs the validator a caught AttributeError)."""
+
+    getall = MultiDict.getlist
+
+
+def _error(message):
+    """The JSON body Flask's error handlers give a /twiml/ request."""
+    return (json.dumps({"error": message}, separators=(",", ":")) + "\n").encode()
