@@ -1,9 +1,11 @@
 """The production app plus one bare Flask route, the baseline the webhooks are measured against.
 
 Served by the README's production command with this module in place of `app:app`:
-`gunicorn -c gunicorn.conf.py --pythonpath bench bare_route:app`. The bare route runs through the
-same server, worker, middleware and response hooks as the webhooks; it only checks and stores
-nothing.
+`gunicorn -c gunicorn.conf.py --pythonpath bench bare_route:app`. The bare route is what the issue
+asks for, a bare Flask route of the same app: the same server and worker, and Flask's request
+handling and response hooks (the security headers). It reads, checks and stores nothing. The
+status callbacks and customer-to-agent are answered beneath Flask (dialer/webhooks.py), with the
+same security headers.
 """
 from flask import Response
 

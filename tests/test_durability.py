@@ -5,6 +5,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 
 import requests
 from twilio.request_validator import RequestValidator
@@ -99,6 +100,55 @@ def test_a_server_killed_mid_callbacks_restarts_intact_with_every_acknowledged_c
         response = requests.post(base + path, data=params, timeout=5,
                                  headers={"X-Twilio-Signature": validator.compute_signature(base + path, params)})
         assert response.status_code == 204
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
+
+
+def test_a_callback_waits_for_another_processs_write_lock_on_a_real_thread_and_nothing_stalls(tmp_path):
+    """The writer's statements run on the server's one thread: one that met a lock held by another
+    process (a `flask` command, a backup, a second worker) must wait off it, not fail or freeze it."""
+    instance = tmp_path / "instance"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = create_app({"PUBLIC_BASE_URL": base, "SANDBOX_CREATE_DEMO_AGENT": False}, instance_path=str(instance))
+    db = connect(app.config["DATABASE"])
+    with app.app_context():
+        agent = create_agent(db, "alice", PASSWORD)
+    with db.conn:
+        db.conn.execute("INSERT INTO calls (agent_id, direction, customer_number, status, created_at) "
+                        "VALUES (?, 'outbound', '+442079460000', 'queued', '2026-11-25T10:00:00+00:00')", [agent["id"]])
+    db.conn.close()
+    validator = RequestValidator(app.config["TWILIO_AUTH_TOKEN"])
+    path = "/twiml/status?call=1"
+    params = {"AccountSid": app.config["TWILIO_ACCOUNT_SID"], "CallSid": f"CA{1:032x}", "CallStatus": "ringing",
+              "SequenceNumber": "1"}
+    server = start_server(instance, port)
+    try:
+        other = sqlite3.connect(app.config["DATABASE"], isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        answer = {}
+
+        def post():
+            answer["response"] = requests.post(base + path, data=params, timeout=20, headers={
+                "X-Twilio-Signature": validator.compute_signature(base + path, params)})
+            answer["at"] = time.monotonic()
+        sender = threading.Thread(target=post)
+        sender.start()
+        health = []
+        for _ in range(10):  # 1.5 s: the server still answers everything else, quickly
+            started = time.monotonic()
+            health.append((requests.get(base + "/healthz", timeout=5).status_code, time.monotonic() - started))
+            time.sleep(0.15)
+        assert "response" not in answer  # still waiting for the lock
+        released = time.monotonic()
+        other.execute("COMMIT")
+        sender.join(timeout=15)
+        assert answer["response"].status_code == 204 and answer["at"] >= released
+        assert all(status == 200 for status, _ in health) and max(took for _, took in health) < 0.5, health
+        stored = other.execute("SELECT count(*) FROM call_events WHERE call_id = 1 AND source = 'status'").fetchone()[0]
+        assert stored == 1
+        other.close()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=10)
