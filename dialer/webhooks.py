@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from werkzeug import urls  # noqa: F401 (registers the "werkzeug.url_quote" codec error handler below)
 from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import HTTP_STATUS_CODES
 
 from . import security, twiml
@@ -34,6 +35,8 @@ class TwilioWebhooks:
         self.headers = security.headers_for(app.config, page=False) + [("Cache-Control", "no-store")]
 
     def __call__(self, environ, start_response):
+        if "HTTP_TRANSFER_ENCODING" in environ:  # the body's framing is read as the app reads the body
+            environ["wsgi.input"] = _ChunkedBody(environ["wsgi.input"])
         route = self.routes.get(environ.get("PATH_INFO"))
         if route is None:
             return self.next(environ, start_response)
@@ -60,16 +63,16 @@ class TwilioWebhooks:
         """The url-encoded body as a MultiDict (werkzeug's parse); 413 past MAX_WEBHOOK_BYTES."""
         limit = twiml.MAX_WEBHOOK_BYTES
         length = environ.get("CONTENT_LENGTH", "")
-        if length:
-            if not (length.isascii() and length.isdigit()):
-                raise twiml.Refused(400, BAD_REQUEST)
-            if int(length) > limit:
-                raise twiml.Refused(413, TOO_LARGE)
-            body = environ["wsgi.input"].read(int(length))
-        else:  # chunked, or no body
-            body = environ["wsgi.input"].read(limit + 1)
-            if len(body) > limit:
-                raise twiml.Refused(413, TOO_LARGE)
+        if length and not (length.isascii() and length.isdigit()):
+            raise twiml.Refused(400, BAD_REQUEST)
+        if length and int(length) > limit:
+            raise twiml.Refused(413, TOO_LARGE)
+        try:  # chunked or without a length: up to the limit and one byte more
+            body = environ["wsgi.input"].read(int(length) if length else limit + 1)
+        except (ClientDisconnected, OSError):  # cut off, or chunks that are not HTTP's
+            raise twiml.Refused(400, BAD_REQUEST) from None
+        if len(body) > limit:
+            raise twiml.Refused(413, TOO_LARGE)
         if environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
             return _Form()
         try:
@@ -120,6 +123,36 @@ class TwilioWebhooks:
                 template = twiml.customer_to_agent_template()
         text = self._with_db(twiml.customer_to_agent, self.app.config, args, callback, template, self.app.logger)
         return 200, XML, text.encode()
+
+
+class _ChunkedBody:
+    """A chunked request's body. gunicorn decodes the chunks only as the body is read, so a client
+    that breaks them off or sends ones HTTP does not allow makes `read` raise gunicorn's parse error
+    (or IOError), which Flask would answer with a 500. Here it is werkzeug's ClientDisconnected: a 400."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def read(self, *args):
+        return self._reading(self.stream.read, *args)
+
+    def readline(self, *args):
+        return self._reading(self.stream.readline, *args)
+
+    def readlines(self, *args):
+        return self._reading(self.stream.readlines, *args)
+
+    def __iter__(self):
+        return iter(self.readline, b"")
+
+    @staticmethod
+    def _reading(read, *args):
+        try:
+            return read(*args)
+        except ClientDisconnected:
+            raise
+        except Exception:  # gunicorn.http.errors: NoMoreData, InvalidChunkSize, ChunkMissingTerminator, …
+            raise ClientDisconnected("The request's body was cut off or its chunks were malformed.") from None
 
 
 class _Form(MultiDict):

@@ -63,3 +63,46 @@ def test_gunicorn_refuses_several_workers_for_the_sandbox(tmp_path):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and time.monotonic() - started < 30
     assert "the sandbox keeps its calls in one process, so run one worker" in result.stderr + result.stdout
+
+
+CUT_OFF = "100\r\nabc"  # says 256 bytes, sends 3, then the client stops sending
+MALFORMED = ["zz\r\nabc\r\n0\r\n\r\n", "-5\r\nabc\r\n0\r\n\r\n", "3\r\nabcdef\r\n0\r\n\r\n", "3\r\nabc\r\n0\r\nno colon\r\n\r\n"]
+
+
+def _raw_post(port, path, chunks):
+    """A chunked POST as bytes on a socket; the client's side is closed after it (as a client that gave up)."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall((f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                      f"Transfer-Encoding: chunked\r\nX-Twilio-Signature: x\r\n\r\n{chunks}").encode())
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer.decode("latin-1")
+
+
+def _healthy(port):
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def test_a_chunked_body_cut_off_or_malformed_is_400_on_every_route_never_a_traceback(tmp_path):
+    port = free_port()
+    env = {**os.environ, "DIALER_INSTANCE_PATH": str(tmp_path), "DIALER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+           "DIALER_BIND": f"127.0.0.1:{port}", "DIALER_SANDBOX_CREATE_DEMO_AGENT": "false"}
+    log = tmp_path / "server.log"
+    proc = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    try:
+        wait_for(lambda: _healthy(port), timeout=15)
+        for path in ("/twiml/status?call=1", "/twiml/customer-to-agent?call=1", "/twiml/dial-result?call=1", "/login"):
+            for chunks in [CUT_OFF, *MALFORMED]:
+                answer = _raw_post(port, path, chunks)
+                assert answer.startswith("HTTP/1.1 400 "), (path, chunks, answer[:300])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert "Traceback" not in log.read_text()

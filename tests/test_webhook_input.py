@@ -206,3 +206,18 @@ def test_a_signature_header_of_any_bytes_is_a_403_not_a_crash(client, call, sign
     response = client.post(f"/twiml/status?call={call['id']}", data={"CallSid": LEG},
                            headers={"X-Twilio-Signature": signature})
     assert response.status_code == 403
+
+
+@pytest.mark.parametrize("channels, words", [("2", "two channels: customer and agent"), ("1", "one channel"),
+                                             (None, "Recording (0:17):"), ("abc", "Recording (0:17):"),
+                                             (HUGE, "Recording (0:17):")])
+def test_the_call_page_says_a_recordings_channels_only_when_they_are_known(client, sign, auth, call, channels, words):
+    path = f"/twiml/recording?call={call['id']}"
+    params = {"CallSid": LEG, "RecordingStatus": "completed", "RecordingSid": "RE" + "b" * 32,
+              "RecordingUrl": "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1", "RecordingDuration": "17"}
+    if channels is not None:
+        params["RecordingChannels"] = channels
+    assert signed_post(client, sign, path, params).status_code == 204
+    auth.login("alice")
+    page = client.get(f"/calls/{call['id']}").get_data(as_text=True)
+    assert words in page and "None" not in page
