@@ -305,6 +305,9 @@ def timeline(call, events):
     hung_up = _who_hung_up(events)
     for event in events:
         status, source, values = event["status"], event["source"], event["params"]
+        if source in ("status", "twiml") and event["call_sid"] and call["customer_call_sid"] \
+                and event["call_sid"] != call["customer_call_sid"]:
+            continue  # another leg's callback: kept as an event, changed nothing, says nothing of this call
         text = TIMELINE.get((source, status))
         if source == "app":
             action = values.get("action")

@@ -221,3 +221,16 @@ def test_the_call_page_says_a_recordings_channels_only_when_they_are_known(clien
     auth.login("alice")
     page = client.get(f"/calls/{call['id']}").get_data(as_text=True)
     assert words in page and "None" not in page
+
+
+def test_another_legs_callback_changes_nothing_and_says_nothing_on_the_calls_page(client, sign, auth, db, call):
+    path = f"/twiml/status?call={call['id']}"
+    signed_post(client, sign, path, {"CallSid": LEG, "CallStatus": "in-progress", "SequenceNumber": "2"})
+    other = "CA" + "e" * 32
+    assert signed_post(client, sign, path, {"CallSid": other, "CallStatus": "completed", "SequenceNumber": "3",
+                                            "CallDuration": "30"}).status_code == 204
+    assert call_queries.get_call(db, call["id"])["status"] == "in-progress"
+    assert any(e["call_sid"] == other for e in call_queries.events_for(db, call["id"]))  # kept, as everything is
+    auth.login("alice")
+    page = client.get(f"/calls/{call['id']}").get_data(as_text=True)
+    assert "the call ended" not in page and "answered" in page
