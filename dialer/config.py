@@ -87,6 +87,9 @@ class Config:
     # sign-in whatever happens (a shift). Failed sign-ins are counted over a window, per username
     # and per client address; past a limit that username or address is refused (0: no limit).
     SESSION_COOKIE_SAMESITE = "Lax"
+    # Every form and webhook of the dialer is a few kilobytes (webhooks: at most 64 KB): anything
+    # larger is refused with a 413 before it is read.
+    MAX_CONTENT_LENGTH = 1024 * 1024
     SESSION_COOKIE_SECURE = None  # None: on whenever PUBLIC_BASE_URL is https
     SESSION_IDLE_TIMEOUT = 2 * 3600
     SESSION_ABSOLUTE_TIMEOUT = 12 * 3600

@@ -325,3 +325,10 @@ def test_a_wrong_toll_fraud_setting_stops_start_up_naming_it(tmp_path, setting, 
     with pytest.raises(ConfigError) as error:
         create_app({setting: value, "DATABASE": str(tmp_path / "x.sqlite")}, instance_path=str(tmp_path))
     assert setting in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("path", ["/login", "/calls", "/presence"])
+def test_a_body_larger_than_any_form_is_413_before_it_is_read(client, path):
+    response = client.post(path, data={"x": "y" * (1024 * 1024 + 1)})
+    assert response.status_code == 413
+    assert "larger than the dialer accepts" in response.get_data(as_text=True)
