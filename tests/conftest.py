@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import requests
 from twilio.request_validator import RequestValidator
 from werkzeug.serving import make_server
 
@@ -117,6 +118,14 @@ def sign(app):
         signature = RequestValidator(app.config["TWILIO_AUTH_TOKEN"]).compute_signature(full, params or {})
         return {"X-Twilio-Signature": signature}
     return signer
+
+
+def healthy(port):
+    """Whether a server on this port answers /healthz (False while it is still starting)."""
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+    except requests.RequestException:
+        return False
 
 
 def wait_for(predicate, timeout=10.0, interval=0.02):

@@ -14,7 +14,7 @@ from dialer import create_app
 from dialer.auth import create_agent
 from dialer.db import connect
 
-from .conftest import PASSWORD, free_port, wait_for
+from .conftest import PASSWORD, free_port, healthy, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
@@ -28,31 +28,29 @@ def start_server(instance, port):
            "DIALER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "DIALER_SANDBOX_CREATE_DEMO_AGENT": "false"}
     proc = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_for(lambda: _healthy(port), timeout=20, interval=0.1)
+    wait_for(lambda: healthy(port), timeout=20, interval=0.1)
     return proc
 
 
-def _healthy(port):
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
-    except requests.RequestException:
-        return False
-
-
-def test_a_server_killed_mid_callbacks_restarts_intact_with_every_acknowledged_callback(tmp_path):
-    instance = tmp_path / "instance"
+def app_with_calls(tmp_path, count):
+    """An instance with agent alice and `count` queued calls of hers (ids 1…count), not yet served."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    app = create_app({"PUBLIC_BASE_URL": base, "SANDBOX_CREATE_DEMO_AGENT": False}, instance_path=str(instance))
+    app = create_app({"PUBLIC_BASE_URL": base, "SANDBOX_CREATE_DEMO_AGENT": False}, instance_path=str(tmp_path / "instance"))
     db = connect(app.config["DATABASE"])
     with app.app_context():
         agent = create_agent(db, "alice", PASSWORD)
     with db.conn:
         db.conn.executemany(
             "INSERT INTO calls (agent_id, direction, customer_number, status, created_at) "
-            "VALUES (?, 'outbound', '+442079460000', 'queued', '2026-11-25T10:00:00+00:00')",
-            [(agent["id"],)] * (SENDERS * CALLS_PER_SENDER))
+            "VALUES (?, 'outbound', '+442079460000', 'queued', '2026-11-25T10:00:00+00:00')", [(agent["id"],)] * count)
     db.conn.close()
+    return app, port, base
+
+
+def test_a_server_killed_mid_callbacks_restarts_intact_with_every_acknowledged_callback(tmp_path):
+    instance = tmp_path / "instance"
+    app, port, base = app_with_calls(tmp_path, SENDERS * CALLS_PER_SENDER)
     validator = RequestValidator(app.config["TWILIO_AUTH_TOKEN"])
     account = app.config["TWILIO_ACCOUNT_SID"]
 
@@ -109,16 +107,7 @@ def test_a_callback_waits_for_another_processs_write_lock_on_a_real_thread_and_n
     """The writer's statements run on the server's one thread: one that met a lock held by another
     process (a `flask` command, a backup, a second worker) must wait off it, not fail or freeze it."""
     instance = tmp_path / "instance"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    app = create_app({"PUBLIC_BASE_URL": base, "SANDBOX_CREATE_DEMO_AGENT": False}, instance_path=str(instance))
-    db = connect(app.config["DATABASE"])
-    with app.app_context():
-        agent = create_agent(db, "alice", PASSWORD)
-    with db.conn:
-        db.conn.execute("INSERT INTO calls (agent_id, direction, customer_number, status, created_at) "
-                        "VALUES (?, 'outbound', '+442079460000', 'queued', '2026-11-25T10:00:00+00:00')", [agent["id"]])
-    db.conn.close()
+    app, port, base = app_with_calls(tmp_path, 1)
     validator = RequestValidator(app.config["TWILIO_AUTH_TOKEN"])
     path = "/twiml/status?call=1"
     params = {"AccountSid": app.config["TWILIO_ACCOUNT_SID"], "CallSid": f"CA{1:032x}", "CallStatus": "ringing",

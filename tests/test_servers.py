@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from .conftest import free_port, wait_for
+from .conftest import free_port, healthy, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
@@ -82,13 +82,6 @@ def _raw_post(port, path, chunks):
     return answer.decode("latin-1")
 
 
-def _healthy(port):
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
-    except requests.RequestException:
-        return False
-
-
 def test_a_chunked_body_cut_off_or_malformed_is_400_on_every_route_never_a_traceback(tmp_path):
     port = free_port()
     env = {**os.environ, "DIALER_INSTANCE_PATH": str(tmp_path), "DIALER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
@@ -97,7 +90,7 @@ def test_a_chunked_body_cut_off_or_malformed_is_400_on_every_route_never_a_trace
     proc = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     try:
-        wait_for(lambda: _healthy(port), timeout=15)
+        wait_for(lambda: healthy(port), timeout=15)
         for path in ("/twiml/status?call=1", "/twiml/customer-to-agent?call=1", "/twiml/dial-result?call=1", "/login"):
             for chunks in [CUT_OFF, *MALFORMED]:
                 answer = _raw_post(port, path, chunks)
