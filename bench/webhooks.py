@@ -283,8 +283,12 @@ def main():
         ratios = [mine["rate"] / bare["rate"] for mine, bare in zip(results[kind], results["bare"])]
         ratio = statistics.median(ratios)
         verdict = "ok" if ratio >= TARGETS[kind] else "BELOW TARGET"
+        against_quickstart = statistics.median(
+            mine["rate"] / quick["rate"] for mine, quick in zip(results[kind], results["quickstart"]))
         print(f"{kind:<7} throughput {ratio:.2f}x the bare route (rounds: {', '.join(f'{x:.2f}' for x in ratios)}; "
-              f"target >= {TARGETS[kind]}) {verdict}; p99 median {statistics.median(r['p99'] for r in results[kind]):.1f} ms")
+              f"target >= {TARGETS[kind]}) {verdict}; {against_quickstart:.2f}x the quickstart; "
+              f"{statistics.median(r['rate'] for r in results[kind]):.0f} req/s; "
+              f"p99 median {statistics.median(r['p99'] for r in results[kind]):.1f} ms")
     print(f"bare    {statistics.median(r['rate'] for r in results['bare']):.0f} req/s; "
           f"p99 median {statistics.median(r['p99'] for r in results['bare']):.1f} ms")
     print(f"status p99 at {args.connections} senders: {max(r['p99'] for r in results['status']):.1f} ms worst round "
