@@ -563,3 +563,17 @@ def m015_agent_number_index(db):
     # alone answers both (no table lookups while looking for a number among the agent's calls).
     db.execute("DROP INDEX IF EXISTS idx_calls_agent_id_created_at")
     db.execute("CREATE INDEX idx_calls_agent_created ON calls (agent_id, created_at, id, customer_number)")
+
+
+@migrations()
+def m016_call_hours_only_when_counted(db):
+    # A call's rollup row changes only when what the chart counts changes: its kind (talked,
+    # missed, other), agent, direction or hour. Most status callbacks (initiated, ringing,
+    # in-progress) change none of them, and no longer run four upserts that add and take away 1.
+    old, new = _CHART_KIND.format(c="old"), _CHART_KIND.format(c="new")
+    db.execute("DROP TRIGGER call_hours_update")
+    db.execute("CREATE TRIGGER call_hours_update AFTER UPDATE OF status, dial_result, agent_id, direction, created_at "
+               f"ON calls WHEN ({old}) IS NOT ({new}) OR old.agent_id IS NOT new.agent_id "
+               "OR old.direction IS NOT new.direction OR substr(old.created_at, 1, 13) IS NOT substr(new.created_at, 1, 13) "
+               f"BEGIN {_chart_bump('old', -1)} {_chart_bump('new', 1)} "
+               f"{_chart_bump('old', -1, EVERYONE)} {_chart_bump('new', 1, EVERYONE)} END")
