@@ -8,21 +8,18 @@ import threading
 import time
 
 import pytest
-import requests
-from twilio.request_validator import RequestValidator
 
 from dialer import create_app
 from dialer.auth import create_agent
 from dialer.backup import describe
 from dialer.db import connect
 
-from .conftest import PASSWORD, free_port, wait_for
-from .test_durability import start_server
+from .conftest import PASSWORD, wait_for
+from .test_durability import app_with_calls, start_server, status_senders
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SENDERS = 8
 CALLS_PER_SENDER = 300
-STATUSES = ("initiated", "ringing", "in-progress", "completed")
 FILLER_EVENTS = 40_000  # ~20 MB of older call events, so the copy takes many steps
 
 
@@ -33,51 +30,27 @@ def flask_cli(instance, *args):
                           capture_output=True, text=True, timeout=120)
 
 
-def make_instance(instance, base):
+def make_instance(tmp_path):
     """An instance with one agent, the calls the senders will report on, and a history of older events."""
-    app = create_app({"PUBLIC_BASE_URL": base, "SANDBOX_CREATE_DEMO_AGENT": False}, instance_path=str(instance))
+    app, port, base = app_with_calls(tmp_path, SENDERS * CALLS_PER_SENDER)
     db = connect(app.config["DATABASE"])
-    with app.app_context():
-        agent = create_agent(db, "alice", PASSWORD)
     with db.conn:
-        db.conn.executemany(
-            "INSERT INTO calls (agent_id, direction, customer_number, status, created_at) "
-            "VALUES (?, 'outbound', '+442079460000', 'queued', '2026-11-25T10:00:00+00:00')",
-            [(agent["id"],)] * (SENDERS * CALLS_PER_SENDER))
         db.conn.executemany(
             "INSERT INTO call_events (call_id, source, status, params, received_at) "
             "VALUES (1, 'history', ?, ?, '2026-11-24T10:00:00+00:00')",
             [(f"old-{i}", "x" * 400) for i in range(FILLER_EVENTS)])
     db.conn.close()
-    return app
+    return app, port, base
 
 
 def test_a_backup_taken_while_callbacks_arrive_restores_every_callback_acknowledged_before_it(tmp_path):
     instance, fresh = tmp_path / "instance", tmp_path / "fresh"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    app = make_instance(instance, base)
-    validator = RequestValidator(app.config["TWILIO_AUTH_TOKEN"])
-    account = app.config["TWILIO_ACCOUNT_SID"]
+    app, port, base = make_instance(tmp_path)
 
     server = start_server(instance, port)  # the README's production command
     acknowledged, stop = [], threading.Event()  # (call, sequence number, when it was acknowledged)
 
-    def sender(first_call):
-        session = requests.Session()
-        for call_id in range(first_call, first_call + CALLS_PER_SENDER):
-            for seq, status in enumerate(STATUSES):
-                if stop.is_set():
-                    return
-                path = f"/twiml/status?call={call_id}"
-                params = {"AccountSid": account, "CallSid": f"CA{call_id:032x}", "CallStatus": status,
-                          "SequenceNumber": str(seq), "CallbackSource": "call-progress-events"}
-                response = session.post(base + path, data=params, timeout=10, headers={
-                    "X-Twilio-Signature": validator.compute_signature(base + path, params)})
-                if 200 <= response.status_code < 300:
-                    acknowledged.append((call_id, seq, time.monotonic()))
-
-    threads = [threading.Thread(target=sender, args=(1 + i * CALLS_PER_SENDER,)) for i in range(SENDERS)]
+    threads = status_senders(app, base, SENDERS, CALLS_PER_SENDER, acknowledged, stop)
     try:
         for thread in threads:
             thread.start()
@@ -195,7 +168,7 @@ def usernames(path):
 
 def test_restore_refuses_to_replace_a_database_with_agents_without_yes(tmp_path):
     instance = tmp_path / "instance"
-    app = make_instance(instance, "http://127.0.0.1:5000")
+    app, _, _ = make_instance(tmp_path)
     database = app.config["DATABASE"]
     assert flask_cli(instance, "backup", str(tmp_path / "good.sqlite")).returncode == 0
     db = connect(database)
