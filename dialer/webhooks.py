@@ -2,7 +2,8 @@
 
 Every call brings one customer-to-agent request and four to seven status callbacks. Through
 Flask, each paid for a request context, a session, werkzeug's form parser and the hooks of the
-pages, about as much CPU again as its own work (bench/webhooks.py). Here, a small WSGI layer in
+pages: 1.7 times the CPU of the same request here (815 against 480 µs for customer-to-agent in the
+production server, with the same write). Here, a small WSGI layer in
 front of the app reads such a request itself and hands it to the same code Flask used: the
 signature and account check (`twiml.check_request`), the field checks (`twiml.read_callback`,
 `params`), the call's rules (`twiml.status`, `twiml.customer_to_agent`, `calls`) and the same
