@@ -229,6 +229,31 @@ def test_event_streams_pass_through_caddy_at_once(stack):
         assert first.startswith(("retry:", "id:", "data:", ":"))
 
 
+def test_gunicorns_own_error_pages_get_the_security_headers_from_caddy_and_the_dialers_keep_their_own(stack):
+    """A URL over 4 KB (414) or an oversized header (431) is refused by gunicorn before the dialer
+    sees it; Caddy passes both on, with the security headers the dialer would have added."""
+    verify = str(stack.root_cert)
+    long_url = requests.get(f"{stack.base}/history?q={'a' * 5000}", verify=verify, timeout=10)
+    big_header = requests.get(f"{stack.base}/login", headers={"X-Big": "a" * 9000}, verify=verify, timeout=10)
+    assert (long_url.status_code, big_header.status_code) == (414, 431)
+    for response in (long_url, big_header):
+        assert "gunicorn" not in response.headers.get("Server", "")
+        assert response.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "same-origin"
+        assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+        assert response.headers["Cache-Control"] == "no-store"
+    # The dialer's own responses keep the dialer's headers: one of each, its page policy unchanged.
+    page = requests.get(f"{stack.base}/login", verify=verify, timeout=10)
+    assert page.status_code == 200
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    for name in ("Content-Security-Policy", "X-Frame-Options", "Cache-Control", "Strict-Transport-Security"):
+        assert page.raw.headers.getlist(name) == [page.headers[name]], name
+    style = requests.get(f"{stack.base}/static/css/dialer.css", verify=verify, timeout=10)
+    assert style.status_code == 200 and "no-store" not in style.headers["Cache-Control"]
+
+
 @pytest.mark.parametrize("value", [-1, 6, "one", True, 1.5])
 def test_proxy_hops_must_be_a_small_whole_number(tmp_path, value):
     with pytest.raises(ConfigError, match=r"setting PROXY_HOPS \(DIALER_PROXY_HOPS\) must be the number of proxies"):
@@ -240,10 +265,17 @@ def test_caddyfile_as_shipped_is_valid_and_flushes_event_streams():
     adapted = subprocess.run([shutil.which("caddy") or "caddy", "adapt", "--config", CADDYFILE, "--adapter", "caddyfile"],
                              capture_output=True, text=True, timeout=30)
     assert adapted.returncode == 0, adapted.stderr
-    [handler] = [h for route in json.loads(adapted.stdout)["apps"]["http"]["servers"]["srv0"]["routes"]
-                 for sub in route["handle"] for r in sub["routes"] for h in r["handle"]]
-    assert handler["handler"] == "reverse_proxy" and handler["flush_interval"] == -1
+    handlers = [h for route in json.loads(adapted.stdout)["apps"]["http"]["servers"]["srv0"]["routes"]
+                for sub in route["handle"] for r in sub["routes"] for h in r["handle"]]
+    [handler] = [h for h in handlers if h["handler"] == "reverse_proxy"]
+    assert handler["flush_interval"] == -1
     assert handler["upstreams"] == [{"dial": "127.0.0.1:8000"}]  # gunicorn.conf.py's default bind
+    # Each default security header is set where that one header is missing, not only where all are.
+    defaults = [h["response"] for h in handlers if h["handler"] == "headers"]
+    assert all(list(d["require"]["headers"]) == list(d["set"]) and len(d["set"]) == 1 for d in defaults)
+    assert {name for d in defaults for name in d["set"]} == {
+        "Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options", "Referrer-Policy",
+        "Strict-Transport-Security", "Cache-Control"}
 
 
 def test_the_shipped_environment_file_names_real_settings_and_starts_a_secure_dialer(tmp_path, monkeypatch):
