@@ -116,7 +116,7 @@ FIELDS = {
 
 
 def read(form):
-    """Check every known field of a webhook's form (a MultiDict or a dict); the first value counts."""
+    """Check every known field of a webhook's form (a MultiDict, or a dict of first values); the first value counts."""
     raw = form.to_dict() if hasattr(form, "to_dict") else dict(form)
     values, problems = {}, {}
     for name, text in raw.items():

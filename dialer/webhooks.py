@@ -13,7 +13,6 @@ import json
 from urllib.parse import parse_qsl
 
 from werkzeug import urls  # noqa: F401 (registers the "werkzeug.url_quote" codec error handler below)
-from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -61,7 +60,7 @@ class TwilioWebhooks:
     # --- reading a request, as werkzeug and twiml.check_signature would ---
 
     def _form(self, environ):
-        """The url-encoded body as a MultiDict (werkzeug's parse); 413 past MAX_WEBHOOK_BYTES."""
+        """The url-encoded body (werkzeug's parse, as a `_Form`); 413 past MAX_WEBHOOK_BYTES."""
         limit = twiml.MAX_WEBHOOK_BYTES
         length = environ.get("CONTENT_LENGTH", "")
         if length and not (length.isascii() and length.isdigit()):
@@ -156,11 +155,18 @@ class _ChunkedBody:
             raise ClientDisconnected("The request's body was cut off or its chunks were malformed.") from None
 
 
-class _Form(MultiDict):
-    """werkzeug's MultiDict, with the `getall` twilio's RequestValidator asks for first (every
-    repeated value is signed; without it, each field costs the validator a caught AttributeError)."""
+class _Form(dict):
+    """A webhook's form as the dialer reads it: each field's first value, as werkzeug's MultiDict
+    gives. `getall` has every value of a field, which twilio's RequestValidator asks for first: a
+    repeated field is signed over all its values. (A MultiDict costs ~5 µs more per callback to
+    build, copy for the field checks and ask field by field.)"""
 
-    getall = MultiDict.getlist
+    def __init__(self, pairs=()):
+        values = {}
+        for name, value in pairs:
+            values.setdefault(name, []).append(value)
+        super().__init__((name, every[0]) for name, every in values.items())
+        self.getall = values.__getitem__
 
 
 def _error(message):
