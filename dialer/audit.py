@@ -41,30 +41,42 @@ def record_call_ended_for_agent(db, call, supervisor, address):
 
 # --- the sign-in throttle: counted from the log (plain SQL: it runs on every sign-in) -------
 
-def nth_latest_failure_for_username(db, username, since, n):
-    """When the n-th most recent failed sign-in for this username after `since` happened, or None."""
+# Failures from a trusted browser (devices.py) carry its id in `details`; the username and address
+# limits count only the others, a trusted browser's limit only its own.
+_UNTRUSTED = "json_extract(details, '$.device') IS NULL"
+
+
+def nth_latest_failure_for_username(db, username, since, n, device=None):
+    """When the n-th most recent failed sign-in for this username after `since` happened, or None:
+    counting the failures of untrusted clients, or with `device` only that browser's."""
     # Failures before the username's last successful sign-in do not count: whoever made them knew
     # the password in the end.
+    which = "json_extract(details, '$.device') = ?" if device else _UNTRUSTED
     row = db.execute(
-        "SELECT created_at FROM audit_log WHERE action = ? AND username = ? AND created_at > ? "
+        f"SELECT created_at FROM audit_log WHERE action = ? AND username = ? AND created_at > ? AND {which} "
         "AND id > coalesce((SELECT id FROM audit_log WHERE action = ? AND username = ? "
         "                   ORDER BY created_at DESC, id DESC LIMIT 1), 0) "
         "ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET ?",
-        [SIGN_IN_FAILED, username, since, SIGN_IN, username, n - 1]).fetchone()
+        [SIGN_IN_FAILED, username, since, *([device] if device else []), SIGN_IN, username, n - 1]).fetchone()
     return row[0] if row else None
 
 
 def nth_latest_failure_from_address(db, address, since, n):
-    """When the n-th most recent failed sign-in from this address after `since` happened, or None."""
+    """When the n-th most recent failed sign-in of an untrusted client from this address after `since` happened, or None."""
     row = db.execute(
-        "SELECT created_at FROM audit_log WHERE action = ? AND address = ? AND created_at > ? "
+        f"SELECT created_at FROM audit_log WHERE action = ? AND address = ? AND created_at > ? AND {_UNTRUSTED} "
         "ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET ?",
         [SIGN_IN_FAILED, address, since, n - 1]).fetchone()
     return row[0] if row else None
 
 
-def sign_in_wait(db, username, address, now=None):
-    """(seconds to wait, 'username' | 'address') when too many sign-ins failed lately, else (0, None)."""
+def sign_in_wait(db, username, address, device=None, now=None):
+    """(seconds to wait, 'username' | 'address' | 'device') when too many sign-ins failed lately, else (0, None).
+
+    `device`: the id of a browser trusted for this username (devices.trusted_for). Its sign-ins
+    count only its own failures, against the per-username limit; an untrusted client's count those
+    of every untrusted client, for the username and for the address.
+    """
     # Counted from the database, not in memory, so every worker process sees the same counts.
     cfg = current_app.config
     now = now or datetime.now(timezone.utc)
@@ -73,11 +85,12 @@ def sign_in_wait(db, username, address, now=None):
     waits = []
     limit = cfg["LOGIN_MAX_FAILURES_PER_USERNAME"]
     if limit:
-        oldest = nth_latest_failure_for_username(db, username, since, limit)
+        oldest = nth_latest_failure_for_username(db, username, since, limit, device)
         if oldest:
-            waits.append(((datetime.fromisoformat(oldest) + window - now).total_seconds(), "username"))
+            waits.append(((datetime.fromisoformat(oldest) + window - now).total_seconds(),
+                          "device" if device else "username"))
     limit = cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"]
-    if limit and address:
+    if limit and address and not device:
         oldest = nth_latest_failure_from_address(db, address, since, limit)
         if oldest:
             waits.append(((datetime.fromisoformat(oldest) + window - now).total_seconds(), "address"))

@@ -19,7 +19,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from . import audit
+from . import audit, devices
 from .db import connect, get_db, one, utcnow, writing
 
 bp = Blueprint("auth", __name__)
@@ -318,9 +318,11 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         db, username, address = get_db(), form.username.data.strip(), client_address()
-        wait, kind = audit.sign_in_wait(db, username, address)
+        device = devices.trusted_for(username)  # this browser signed in as this username before
+        trusted = {"device": device} if device else {}
+        wait, kind = audit.sign_in_wait(db, username, address, device)
         if wait:
-            audit.record(db, audit.SIGN_IN_THROTTLED, username=username, address=address, limit=kind)
+            audit.record(db, audit.SIGN_IN_THROTTLED, username=username, address=address, limit=kind, **trusted)
             response = make_response(render_template(
                 "auth/login.html", form=form, refusal=audit.throttle_sentence(kind, wait)), 429)
             response.headers["Retry-After"] = str(wait)
@@ -328,8 +330,10 @@ def login():
         row = verify_password(db, username, form.password.data)
         if row:
             login_user(Agent(row, start_session(db, row, address, request.user_agent.string)))
-            return redirect(safe_next(request.args.get("next")))
-        audit.record(db, audit.SIGN_IN_FAILED, username=username, address=address)
+            response = redirect(safe_next(request.args.get("next")))
+            devices.remember(response, row["username"])
+            return response
+        audit.record(db, audit.SIGN_IN_FAILED, username=username, address=address, **trusted)
         form.password.errors.append("That username and password don't match.")
         current_app.logger.info("failed sign-in for %r from %s", username, address)
     status = 422 if request.method == "POST" else 200

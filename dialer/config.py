@@ -96,6 +96,10 @@ class Config:
     LOGIN_FAILURE_WINDOW = 15 * 60
     LOGIN_MAX_FAILURES_PER_USERNAME = 5
     LOGIN_MAX_FAILURES_PER_ADDRESS = 20
+    # A browser that signed in as a username keeps its own count of failures for it, so a stranger's
+    # (or an office's) failures do not refuse that agent there (dialer/devices.py); for this many
+    # days after its last sign-in (0: off).
+    LOGIN_TRUSTED_DEVICE_DAYS = 30
     PASSWORD_MIN_LENGTH = 8
     PASSWORD_MIN_SCORE = 3  # zxcvbn's 0-4 guessability score; 2 and up refuse every common password
 
@@ -242,7 +246,8 @@ def validate(cfg, twilio_settings_required=True):
     for name, low, high, unit in (
             ("SESSION_IDLE_TIMEOUT", 60, 7 * 86400, "seconds"), ("SESSION_ABSOLUTE_TIMEOUT", 60, 30 * 86400, "seconds"),
             ("LOGIN_FAILURE_WINDOW", 60, 86400, "seconds"), ("LOGIN_MAX_FAILURES_PER_USERNAME", 0, 1000, "failures"),
-            ("LOGIN_MAX_FAILURES_PER_ADDRESS", 0, 100000, "failures"), ("PASSWORD_MIN_LENGTH", 8, 128, "characters"),
+            ("LOGIN_MAX_FAILURES_PER_ADDRESS", 0, 100000, "failures"), ("LOGIN_TRUSTED_DEVICE_DAYS", 0, 365, "days"),
+            ("PASSWORD_MIN_LENGTH", 8, 128, "characters"),
             ("PASSWORD_MIN_SCORE", 2, 4, "(zxcvbn's score)")):
         if not isinstance(cfg[name], int) or isinstance(cfg[name], bool) or not low <= cfg[name] <= high:
             fail(name, f"must be a whole number from {low} to {high} {unit}, not {cfg[name]!r}")

@@ -3,15 +3,17 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from dialer import audit
 from dialer import auth as auth_module
 from dialer import calls as call_queries
-from dialer import create_app
+from dialer import create_app, devices
 from dialer.auth import agent_by_username
 from dialer.config import ConfigError
 
@@ -144,6 +146,147 @@ def test_a_limit_of_zero_turns_that_throttle_off(client, auth, db):
     for n in range(30):
         audit.record(db, audit.SIGN_IN_FAILED, username="alice", address="127.0.0.1")
     assert sign_in(client, "alice").status_code == 302
+
+
+# --- trusted browsers (dialer/devices.py) ----------------------------------------------------
+
+def signed_in_then_out(client, username="alice"):
+    """Sign in on this browser (it becomes trusted for `username`), then out again."""
+    assert sign_in(client, username).status_code == 302
+    token = csrf_from(client.get("/").get_data(as_text=True))
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+
+
+def device_cookie(client):
+    cookie = client.get_cookie(devices.COOKIE, path="/login")
+    return cookie and cookie.value
+
+
+def test_a_strangers_failures_do_not_lock_an_agent_out_of_the_browser_she_signed_in_on(app, client, auth, db):
+    auth.create("alice")
+    signed_in_then_out(client)
+    stranger = app.test_client()
+    for _ in range(5):
+        assert sign_in(stranger, "alice", "wrong password!").status_code == 422
+    assert sign_in(stranger, "alice").status_code == 429  # the stranger is refused, even with the password
+    assert sign_in(client, "alice").status_code == 302  # alice, at her own browser, is not
+    failures = audit_rows(db, "sign-in-failed")
+    assert len(failures) == 5 and all(row["details"] is None for row in failures)  # untrusted: no device
+
+
+def test_a_trusted_browser_has_its_own_limit_and_the_audit_log_names_it(app, client, auth, db):
+    auth.create("alice")
+    signed_in_then_out(client)
+    for _ in range(5):
+        assert sign_in(client, "alice", "wrong password!").status_code == 422
+    response = sign_in(client, "alice")
+    assert response.status_code == 429
+    assert "Too many failed sign-ins for this account. Try again in 15 minutes." in response.get_data(as_text=True)
+    device = json.loads(audit_rows(db, "sign-in-failed")[0]["details"])["device"]
+    assert len(device) >= 16
+    assert [json.loads(row["details"]) for row in audit_rows(db, "sign-in-failed")] == [{"device": device}] * 5
+    assert json.loads(audit_rows(db, "sign-in-throttled")[0]["details"]) == {"device": device, "limit": "device"}
+    # Its failures are its own: another browser's count for alice is untouched.
+    assert sign_in(app.test_client(), "alice").status_code == 302
+
+
+def test_an_office_address_run_up_by_others_does_not_refuse_a_trusted_browser(app, client, auth, db):
+    auth.create("alice")
+    signed_in_then_out(client)
+    for n in range(25):  # everyone behind the office's one address mistyping their names
+        audit.record(db, audit.SIGN_IN_FAILED, username=f"typo{n}", address="127.0.0.1")
+    assert sign_in(app.test_client(), "alice").status_code == 429  # a browser alice never used here
+    assert sign_in(client, "alice").status_code == 302
+
+
+def test_a_browser_is_trusted_only_for_the_usernames_that_signed_in_on_it(app, client, auth):
+    auth.create("alice")
+    auth.create("bob")
+    signed_in_then_out(client, "alice")
+    for _ in range(5):
+        sign_in(app.test_client(), "bob", "wrong password!")
+    assert sign_in(client, "bob").status_code == 429
+    # A shared desk: alice and carol have both signed in there, and it is trusted for both.
+    auth.create("carol")
+    desk = app.test_client()
+    signed_in_then_out(desk, "alice")
+    signed_in_then_out(desk, "carol")
+    for name in ("alice", "carol"):
+        for _ in range(5):
+            sign_in(app.test_client(), name, "wrong password!")
+        assert sign_in(app.test_client(), name).status_code == 429
+    signed_in_then_out(desk, "alice")
+    assert sign_in(desk, "carol").status_code == 302
+
+
+def old_device_cookie(app, value, age_days):
+    """A device cookie as the dialer signs them, made `age_days` ago."""
+    class Then(TimestampSigner):
+        def get_timestamp(self):
+            return int(time.time()) - age_days * 86400
+    serializer = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt="dialer-trusted-device", signer=Then)
+    return serializer.dumps(value)
+
+
+@pytest.mark.parametrize("cookie", ["forged", "garbage.value", "expired", "not-a-device", "other-key"])
+def test_a_forged_altered_or_expired_device_cookie_is_not_trusted_and_breaks_nothing(app, client, auth, cookie):
+    auth.create("alice")
+    signed_in_then_out(client)
+    good = device_cookie(client)
+    value = {
+        "forged": good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB"),
+        "garbage.value": "garbage.value",
+        "expired": old_device_cookie(app, {"id": "x" * 22, "users": ["alice"]}, 31),
+        "not-a-device": old_device_cookie(app, ["alice"], 0),
+        "other-key": URLSafeTimedSerializer("another secret", salt="dialer-trusted-device").dumps(
+            {"id": "x" * 22, "users": ["alice"]}),
+    }[cookie]
+    client.set_cookie(devices.COOKIE, value, path="/login")
+    for _ in range(5):
+        assert sign_in(app.test_client(), "alice", "wrong password!").status_code == 422
+    assert sign_in(client, "alice").status_code == 429  # treated as any stranger's browser
+    # A cookie still within its days is trusted (the same format, 29 days old).
+    client.set_cookie(devices.COOKIE, old_device_cookie(app, {"id": "y" * 22, "users": ["alice"]}, 29), path="/login")
+    assert sign_in(client, "alice").status_code == 302
+
+
+def test_the_device_cookie_goes_to_the_sign_in_page_only_and_is_httponly(client, auth):
+    auth.create("alice")
+    response = sign_in(client, "alice")
+    [header] = [h for h in response.headers.getlist("Set-Cookie") if h.startswith(devices.COOKIE + "=")]
+    assert "Path=/login" in header and "HttpOnly" in header and "SameSite=Lax" in header
+    assert "Max-Age=2592000" in header and "Secure" not in header  # 30 days; http here
+    assert device_cookie(client)
+
+
+@pytest.mark.parametrize("app_config", [{"PUBLIC_BASE_URL": "https://dialer.example.com"}])
+def test_the_device_cookie_is_secure_when_the_public_url_is_https(client, auth):
+    auth.create("alice")
+    token = csrf_from(client.get("/login", base_url="https://dialer.example.com").get_data(as_text=True))
+    response = client.post("/login", base_url="https://dialer.example.com",
+                           headers={"Referer": "https://dialer.example.com/login"},
+                           data={"username": "alice", "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 302
+    [header] = [h for h in response.headers.getlist("Set-Cookie") if h.startswith(devices.COOKIE + "=")]
+    assert "Secure" in header
+
+
+@pytest.mark.parametrize("app_config", [{"LOGIN_TRUSTED_DEVICE_DAYS": 0}])
+def test_zero_days_turns_trusted_browsers_off(app, client, auth):
+    auth.create("alice")
+    response = sign_in(client, "alice")
+    assert response.status_code == 302 and not device_cookie(client)
+    client.set_cookie(devices.COOKIE, old_device_cookie(app, {"id": "y" * 22, "users": ["alice"]}, 1), path="/login")
+    for _ in range(5):
+        sign_in(app.test_client(), "alice", "wrong password!")
+    assert sign_in(client, "alice").status_code == 429
+
+
+@pytest.mark.parametrize("value", [-1, 366, "30", 1.5, True])
+def test_trusted_device_days_must_be_a_whole_number_up_to_a_year(tmp_path, value):
+    with pytest.raises(ConfigError, match=r"LOGIN_TRUSTED_DEVICE_DAYS.*must be a whole number from 0 to 365 days"):
+        create_app({"LOGIN_TRUSTED_DEVICE_DAYS": value, "SECRET_KEY": "x", "DATABASE": str(tmp_path / "d.sqlite")},
+                   instance_path=str(tmp_path))
 
 
 def test_an_unknown_username_is_checked_against_a_dummy_hash_made_like_real_ones(client, auth, db):
