@@ -105,8 +105,11 @@ class Engine(DialVerb, QueueVerbs, ListenVerbs):
         leg.buffered_callbacks = []
         rng = random.Random(leg.sid)
         rng.shuffle(batch)
-        if len(batch) > 2 and batch[0]["SequenceNumber"] == "0":
-            batch.reverse()
+        # Not the real order: the first copies to arrive must not come in sequence (a reversal
+        # alone could leave them so when both copies of the first callback end up at the ends).
+        real = sorted({int(params["SequenceNumber"]) for params in batch})
+        while len(real) > 1 and list(dict.fromkeys(int(params["SequenceNumber"]) for params in batch)) == real:
+            rng.shuffle(batch)
         for params in batch:
             self.post(leg, leg.status_callback, params, leg.status_callback_method, "status callback")
 
