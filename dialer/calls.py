@@ -285,6 +285,8 @@ def _apply(db, event, callback, offer):
         return call, False
     agent, away_if_missed = offer
     if source == "agent" and call["direction"] == "inbound":
+        if agent and not db.execute("SELECT 1 FROM agents WHERE id = ?", [agent]).fetchone():
+            agent = None  # an agent removed since their phone was offered the call: nobody to give it to
         changes = _inbound_agent_leg_changes(call, status, callback.values, leg_sid, agent)
         if changes.get("agent_id"):  # its phone's end may have come first (callbacks cross)
             ended = db.execute(f"SELECT status FROM call_events WHERE call_id = ? AND source = 'agent' AND call_sid = ? "
@@ -390,8 +392,13 @@ def _inbound_agent_leg_changes(call, status, values, leg_sid, agent):
     if status == "in-progress":  # who answered is kept even when it arrives after the call's end
         if winner or not agent or not leg_sid:
             return {}
+        answered, ended = _event_time(call, values), call["ended_at"]
+        if ended and answered > ended:
+            if values.get("Timestamp"):
+                return {}  # Twilio's own time says the phone answered after the caller had gone
+            answered = ended  # a late report of an answer, with no time: it came before the end
         return {"agent_id": agent, "agent_call_sid": leg_sid, "agent_status": status,
-                "agent_answered_at": _event_time(call, values), "waiting_since": None}
+                "agent_answered_at": answered, "waiting_since": None}
     if winner is None and status != "ringing" or is_terminal(call["status"]) and not is_terminal(status):
         return {}  # a phone that rang out or was withdrawn: the call is still looking for an agent
     if rank(status) <= rank(call["agent_status"]) and not (winner is None and call["agent_status"] != "ringing"):

@@ -3,6 +3,8 @@ caller is left without an outcome whatever order (or how often) Twilio's callbac
 import itertools
 import re
 import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import pytest
 
@@ -262,6 +264,71 @@ def test_a_caller_who_hangs_up_in_the_queue_ends_with_that_outcome_in_any_order(
     assert call_queries.outcome(row) in ("hung up in the queue", "hung up while ringing")
     if order.index(0) < order.index(2):
         assert call_queries.outcome(row) == "hung up in the queue"
+
+
+def hung_up_in_the_queue(client, sign, db):
+    """A caller who waited in the queue and hung up there; the call as stored."""
+    ring(client, sign)
+    call = the_call(db)
+    signed_post(client, sign, f"/twiml/queue-wait?call={call['id']}", {"CallSid": SID, "QueuePosition": "1", "QueueTime": "5"})
+    signed_post(client, sign, f"/twiml/queue-result?call={call['id']}", {"CallSid": SID, "CallStatus": "completed", "QueueResult": "hangup"})
+    signed_post(client, sign, "/twiml/status", {"CallSid": SID, "CallStatus": "completed", "CallDuration": "30"})
+    row = the_call(db)
+    assert row["ended_at"] and call_queries.outcome(row) == "hung up in the queue"
+    return row
+
+
+def rfc2822(iso, seconds=0):
+    when = datetime.fromisoformat(iso) + timedelta(seconds=seconds)
+    return format_datetime(when.astimezone(timezone.utc), usegmt=True)
+
+
+def test_a_phone_reported_answered_after_the_caller_had_gone_does_not_take_the_call(client, sign, db, team):
+    row = hung_up_in_the_queue(client, sign, db)
+    leg = "CA" + "a" * 32
+    response = signed_post(client, sign, f"/twiml/status?call={row['id']}&leg=agent&agent={team['alice']['id']}",
+                           {"CallSid": leg, "CallStatus": "in-progress", "Timestamp": rfc2822(row["ended_at"], 60)})
+    assert response.status_code == 204
+    after = the_call(db)
+    assert after["agent_id"] is None and call_queries.outcome(after) == "hung up in the queue"
+    assert [e["call_sid"] for e in call_queries.events_for(db, row["id"]) if e["source"] == "agent"] == [leg]  # kept
+
+
+@pytest.mark.parametrize("timestamp", ["before the end", "none"])
+def test_a_late_report_of_an_answer_before_the_end_is_kept_with_a_time_inside_the_call(client, sign, db, team, timestamp):
+    row = hung_up_in_the_queue(client, sign, db)
+    params = {"CallSid": "CA" + "a" * 32, "CallStatus": "in-progress"}
+    if timestamp == "before the end":
+        params["Timestamp"] = rfc2822(row["ended_at"], -1)
+    else:
+        ago = [(datetime.now(timezone.utc) - timedelta(minutes=m)).isoformat(timespec="seconds") for m in (2, 1)]
+        db.execute("UPDATE calls SET created_at = ?, ended_at = ? WHERE id = ?", [*ago, row["id"]])  # a minute ago
+        row = the_call(db)
+    assert answer_with(client, sign, row, team["alice"], params).status_code == 204
+    after = the_call(db)
+    assert after["agent_id"] == team["alice"]["id"] and call_queries.outcome(after) == "answered"
+    assert after["created_at"] <= after["agent_answered_at"] <= after["ended_at"]  # no wait longer than the call
+    if timestamp == "none":
+        assert after["agent_answered_at"] == after["ended_at"]
+
+
+def answer_with(client, sign, call, agent, params):
+    return signed_post(client, sign, f"/twiml/status?call={call['id']}&leg=agent&agent={agent['id']}", params)
+
+
+@pytest.mark.parametrize("status", ["ringing", "in-progress", "completed", "no-answer"])
+def test_an_agent_leg_callback_naming_an_agent_who_no_longer_exists_is_kept_and_gives_nobody_the_call(
+        app, client, sign, db, team, status):
+    ring(client, sign)
+    call = the_call(db)
+    response = answer_with(client, sign, call, {"id": 999}, {"CallSid": "CA" + "d" * 32, "CallStatus": status})
+    assert response.status_code == 204  # was a 500: the agent's id broke the calls table's foreign key
+    after = the_call(db)
+    assert after["agent_id"] is None and after["agent_call_sid"] is None and after["status"] == call["status"]
+    assert [e["status"] for e in call_queries.events_for(db, call["id"]) if e["source"] == "agent"] == [status]
+    # The same callback for an agent who exists still takes the call.
+    assert answer(client, sign, call, team["alice"], "CA" + "a" * 32).status_code == 204
+    assert the_call(db)["agent_id"] == team["alice"]["id"]
 
 
 def queue_caller(client, sign, db, sid, caller):
