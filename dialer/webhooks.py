@@ -9,6 +9,7 @@ signature and account check (`twiml.check_request`), the field checks (`twiml.re
 `params`), the call's rules (`twiml.status`, `twiml.customer_to_agent`, `calls`) and the same
 security headers. Every other request, /twiml/ or not, goes on to Flask untouched.
 """
+import io
 import json
 from urllib.parse import parse_qsl
 
@@ -35,8 +36,8 @@ class TwilioWebhooks:
         self.headers = security.headers_for(app.config, page=False) + [("Cache-Control", "no-store")]
 
     def __call__(self, environ, start_response):
-        if "HTTP_TRANSFER_ENCODING" in environ:  # the body's framing is read as the app reads the body
-            environ["wsgi.input"] = _ChunkedBody(environ["wsgi.input"])
+        if "HTTP_TRANSFER_ENCODING" in environ:
+            self._sized(environ)
         route = self.routes.get(environ.get("PATH_INFO"))
         if route is None:
             return self.next(environ, start_response)
@@ -58,6 +59,27 @@ class TwilioWebhooks:
         return [body]
 
     # --- reading a request, as werkzeug and twiml.check_signature would ---
+
+    def _sized(self, environ):
+        """A chunked body, read here and handed on with its length, for every route.
+
+        werkzeug answers 413 to a body whose Content-Length is over the limit, but reads a chunked
+        one up to the limit and silently drops the rest: a cut-off form, then a misleading refusal
+        (a webhook's signature fails). Read here, up to MAX_CONTENT_LENGTH and one byte more, the
+        body has a length the usual checks apply to (1 MB, and 64 KB on /twiml/). A body that
+        breaks off, or has chunks HTTP does not allow, stays unreadable: the app answers 400.
+        """
+        limit = self.app.config["MAX_CONTENT_LENGTH"]
+        body = _ChunkedBody(environ["wsgi.input"])
+        environ["wsgi.input"] = body
+        if limit is None:
+            return
+        try:
+            data = body.read(limit + 1)
+        except ClientDisconnected:
+            return  # the app's own read fails the same way
+        del environ["HTTP_TRANSFER_ENCODING"]
+        environ["CONTENT_LENGTH"], environ["wsgi.input"] = str(len(data)), io.BytesIO(data)
 
     def _form(self, environ):
         """The url-encoded body (werkzeug's parse, as a `_Form`); 413 past MAX_WEBHOOK_BYTES."""
@@ -128,10 +150,11 @@ class TwilioWebhooks:
 class _ChunkedBody:
     """A chunked request's body. gunicorn decodes the chunks only as the body is read, so a client
     that breaks them off or sends ones HTTP does not allow makes `read` raise gunicorn's parse error
-    (or IOError), which Flask would answer with a 500. Here it is werkzeug's ClientDisconnected: a 400."""
+    (or IOError), which Flask would answer with a 500. Here it is werkzeug's ClientDisconnected: a 400,
+    and every later read fails the same way."""
 
     def __init__(self, stream):
-        self.stream = stream
+        self.stream, self.broken = stream, False
 
     def read(self, *args):
         return self._reading(self.stream.read, *args)
@@ -145,14 +168,13 @@ class _ChunkedBody:
     def __iter__(self):
         return iter(self.readline, b"")
 
-    @staticmethod
-    def _reading(read, *args):
+    def _reading(self, read, *args):
         try:
-            return read(*args)
-        except ClientDisconnected:
-            raise
+            if not self.broken:
+                return read(*args)
         except Exception:  # gunicorn.http.errors: NoMoreData, InvalidChunkSize, ChunkMissingTerminator, …
-            raise ClientDisconnected("The request's body was cut off or its chunks were malformed.") from None
+            self.broken = True
+        raise ClientDisconnected("The request's body was cut off or its chunks were malformed.")
 
 
 class _Form(dict):

@@ -55,6 +55,45 @@ def test_gunicorn_serves_the_sandbox_and_a_call_goes_through(tmp_path):
         proc.wait(timeout=10)
 
 
+def test_a_chunked_body_over_the_limit_is_413_like_one_with_a_length_and_one_within_it_is_read_whole(tmp_path):
+    """werkzeug would read a chunked form up to the limit and drop the rest without a word."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "DIALER_INSTANCE_PATH": str(tmp_path), "DIALER_PUBLIC_BASE_URL": base,
+           "DIALER_BIND": f"127.0.0.1:{port}", "DIALER_SANDBOX_CREATE_DEMO_AGENT": "false"}
+    log = tmp_path / "server.log"
+    proc = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    try:
+        wait_for(lambda: healthy(port), timeout=15)
+        for path, size in (("/login", 1_100_000), ("/presence", 1_100_000), ("/twiml/dial-result?call=1", 70_000),
+                           ("/twiml/recording?call=1", 70_000), ("/twiml/status?call=1", 70_000),
+                           ("/twiml/customer-to-agent?call=1", 70_000)):
+            body = "CallSid=CA1&x=" + "a" * size
+            answer = _raw_post(port, path, "".join(f"{len(part):x}\r\n{part}\r\n" for part in _parts(body)) + "0\r\n\r\n")
+            assert answer.startswith("HTTP/1.1 413 "), (path, answer[:300])
+        # Within the limit, a signed chunked webhook is read whole: its signature holds (404: no such call).
+        from twilio.request_validator import RequestValidator
+        from dialer import create_app
+        cfg = create_app(instance_path=str(tmp_path)).config
+        params = {"AccountSid": cfg["TWILIO_ACCOUNT_SID"], "CallSid": "CA" + "1" * 32, "CallStatus": "completed",
+                  "DialCallStatus": "completed", "x": "a" * 60_000}
+        signature = RequestValidator(cfg["TWILIO_AUTH_TOKEN"]).compute_signature(base + "/twiml/recording?call=1", params)
+        from urllib.parse import urlencode
+        body = urlencode(params)
+        answer = _raw_post(port, "/twiml/recording?call=1",
+                           "".join(f"{len(part):x}\r\n{part}\r\n" for part in _parts(body)) + "0\r\n\r\n", signature)
+        assert answer.startswith("HTTP/1.1 404 "), answer[:300]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert "Traceback" not in log.read_text() and "without a valid Twilio signature" not in log.read_text()
+
+
+def _parts(text, size=16_384):
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
 def test_gunicorn_refuses_several_workers_for_the_sandbox(tmp_path):
     env = {**os.environ, "DIALER_INSTANCE_PATH": str(tmp_path), "DIALER_WORKERS": "3",
            "DIALER_BIND": f"127.0.0.1:{free_port()}"}
@@ -69,12 +108,12 @@ CUT_OFF = "100\r\nabc"  # says 256 bytes, sends 3, then the client stops sending
 MALFORMED = ["zz\r\nabc\r\n0\r\n\r\n", "-5\r\nabc\r\n0\r\n\r\n", "3\r\nabcdef\r\n0\r\n\r\n", "3\r\nabc\r\n0\r\nno colon\r\n\r\n"]
 
 
-def _raw_post(port, path, chunks):
+def _raw_post(port, path, chunks, signature="x"):
     """A chunked POST as bytes on a socket; the client's side is closed after it (as a client that gave up)."""
     import socket
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall((f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                      f"Transfer-Encoding: chunked\r\nX-Twilio-Signature: x\r\n\r\n{chunks}").encode())
+                      f"Transfer-Encoding: chunked\r\nX-Twilio-Signature: {signature}\r\n\r\n{chunks}").encode())
         sock.shutdown(socket.SHUT_WR)
         answer = b""
         while chunk := sock.recv(65536):
