@@ -110,7 +110,9 @@ def normalise(raw, default_region, allowed_countries, blocked_types=FRAUD_TYPES)
     region = phonenumbers.region_code_for_number(number)
     if region not in allowed_countries:
         allowed = ", ".join(country_name(c) for c in allowed_countries)
-        raise InvalidNumber(f"Calls to {country_name(region)} aren't allowed from this dialer (allowed: {allowed}).")
+        where = (country_name(region) if region and region not in ("ZZ", "001")
+                 else f"+{number.country_code} numbers (an international network, not a country)")
+        raise InvalidNumber(f"Calls to {where} aren't allowed from this dialer (allowed: {allowed}).")
     # phonenumbers keeps at most 20 digits of extension, so "ww" + it fits SendDigits' 32 keys.
     return Dialable(e164, number.extension or None)
 

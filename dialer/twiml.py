@@ -75,12 +75,19 @@ def read_callback(form, path, logger):
     callback = params.read(form)
     if "CallSid" not in callback.values:
         why = callback.problems.get("CallSid", "is missing")
-        logger.warning("400: %s: CallSid %s: %s", path, why, callback.raw)
+        logger.warning("400: %s: CallSid %s: %s", path, why, _brief(callback.raw))
         raise Refused(400, f"CallSid {why}.")
     if callback.problems:
         logger.warning("%s: ignored %s", path, "; ".join(
             f"{name} {why} (got {callback.raw[name][:80]!r})" for name, why in callback.problems.items()))
     return callback
+
+
+def _brief(raw, chars=80, fields=30):
+    """A webhook's fields for the log: each name and value cut at 80 characters, at most 30 of them
+    (Twilio sends about 20; a log line stays readable whatever a sender puts in)."""
+    cut = {name[:chars]: value[:chars] + ("…" if len(value) > chars else "") for name, value in list(raw.items())[:fields]}
+    return cut if len(raw) <= fields else {**cut, "…": f"{len(raw) - fields} more fields"}
 
 
 def apply_callback(db, source, requested, callback, path, logger, **options):
@@ -96,7 +103,7 @@ def apply_callback(db, source, requested, callback, path, logger, **options):
     found = calls.call_by_sid(db, callback.get("CallSid"))
     if found:
         return calls.apply_event(db, found["id"], source, callback, **options)[0]
-    logger.warning("%s callback for unknown call %r: %s", path, requested[:40], callback.raw)
+    logger.warning("%s callback for unknown call %r: %s", path, requested[:40], _brief(callback.raw))
     return None
 
 

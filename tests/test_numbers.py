@@ -67,6 +67,14 @@ def test_isle_of_man_mobiles_on_07624_are_mobiles_not_pagers():
         numbers.normalise("07624 123456", "GB", ["GB"])  # refused for its country, not as a pager
 
 
+@pytest.mark.parametrize("typed, code", [("+881 612 345 678", "881"), ("+800 1234 5678", "800")])
+def test_a_number_of_an_international_network_is_refused_by_its_code_not_a_region_code(typed, code):
+    with pytest.raises(numbers.InvalidNumber) as refused:
+        numbers.normalise(typed, "GB", ["GB"])
+    assert str(refused.value) == (f"Calls to +{code} numbers (an international network, not a country) aren't "
+                                  "allowed from this dialer (allowed: United Kingdom).")
+
+
 @pytest.mark.parametrize("blocked, typed, refused", [
     (["MOBILE"], "07400 123456", "The dialer is set not to call mobile numbers."),
     (["MOBILE"], "070 1234 5678", None),  # personal numbers dialled when the setting says so

@@ -120,6 +120,17 @@ def test_a_call_id_that_is_no_call_is_unknown_not_a_crash(client, sign, call, pa
     assert response.status_code in (200, 404)
 
 
+@pytest.mark.parametrize("path", ["/twiml/status", "/twiml/dial-result"])
+def test_a_callback_for_no_call_is_logged_in_brief_whatever_its_fields_hold(client, sign, call, path, caplog):
+    params = {"CallSid": "CA" + "f" * 32, "CallStatus": "completed", "Junk": "x" * 2000,
+              **{f"Extra{n}": "y" * 200 for n in range(60)}}
+    with caplog.at_level(logging.WARNING):
+        assert signed_post(client, sign, f"{path}?call=99999", params).status_code in (200, 404)
+    [line] = [r.getMessage() for r in caplog.records if "callback for unknown call" in r.getMessage()]
+    assert "CA" + "f" * 32 in line and "x" * 80 + "…" in line and "x" * 81 not in line
+    assert "34 more fields" in line and len(line) < 4000  # 64 fields: 30 shown
+
+
 def test_a_body_larger_than_any_webhook_gets_413(client, sign, call):
     params = {"CallSid": LEG, "CallStatus": "ringing", "Junk": "x" * 100_000}
     response = signed_post(client, sign, f"/twiml/status?call={call['id']}", params)
