@@ -36,8 +36,9 @@ def check_request(cfg, url, form, signature, remote_addr, logger):
         logger.warning("403: %s request to %s without a valid Twilio signature (from %s)",
                        "unsigned" if not signature else "wrongly signed", url, remote_addr)
         raise Refused(403, "This URL only answers requests signed by Twilio.")
-    if form.get("AccountSid") != cfg["TWILIO_ACCOUNT_SID"]:
-        logger.warning("403: %s request for account %r, not ours", url, form.get("AccountSid"))
+    accounts = form.getlist("AccountSid") if hasattr(form, "getlist") else [form.get("AccountSid")]
+    if accounts != [cfg["TWILIO_ACCOUNT_SID"]]:  # one, and ours (Twilio never sends a field twice)
+        logger.warning("403: %s request for account %r, not ours", url, accounts if len(accounts) > 1 else accounts[0])
         raise Refused(403, "This webhook is for another Twilio account (AccountSid).")
 
 

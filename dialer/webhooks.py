@@ -179,8 +179,8 @@ class _ChunkedBody:
 
 class _Form(dict):
     """A webhook's form as the dialer reads it: each field's first value, as werkzeug's MultiDict
-    gives. `getall` has every value of a field, which twilio's RequestValidator asks for first: a
-    repeated field is signed over all its values. (A MultiDict costs ~5 µs more per callback to
+    gives. `getall` (and werkzeug's `getlist`) has every value of a field, which twilio's
+    RequestValidator asks for first: a repeated field is signed over all its values. (A MultiDict costs ~5 µs more per callback to
     build, copy for the field checks and ask field by field.)"""
 
     def __init__(self, pairs=()):
@@ -189,6 +189,9 @@ class _Form(dict):
             values.setdefault(name, []).append(value)
         super().__init__((name, every[0]) for name, every in values.items())
         self.getall = values.__getitem__
+
+    def getlist(self, name):
+        return self.getall(name) if name in self else []
 
 
 def _error(message):

@@ -101,6 +101,20 @@ def test_a_correctly_signed_webhook_for_another_account_is_refused(app, client, 
 
 
 @pytest.mark.parametrize("path", TWIML_PATHS)
+@pytest.mark.parametrize("ours_first", [True, False])
+def test_a_webhook_naming_two_accounts_is_refused_even_with_ours_among_them(app, client, sign, db, call, path, ours_first):
+    from werkzeug.datastructures import MultiDict
+    accounts = [app.config["TWILIO_ACCOUNT_SID"], "AC" + "0" * 32]
+    params = MultiDict([("CallSid", LEG), ("CallStatus", "completed"),
+                        *(("AccountSid", account) for account in (accounts if ours_first else accounts[::-1]))])
+    before = db["call_events"].count
+    url = f"{path}?call={call['id']}"
+    response = client.post(url, data=params, headers=sign(url, params))
+    assert response.status_code == 403 and "another Twilio account" in response.get_data(as_text=True)
+    assert db["call_events"].count == before
+
+
+@pytest.mark.parametrize("path", TWIML_PATHS)
 @pytest.mark.parametrize("call_sid", [None, "", "CA123", "XX" + "a" * 32, "CA" + "g" * 32])
 def test_a_webhook_without_a_valid_callsid_gets_400_naming_it(client, sign, db, call, path, call_sid):
     params = {"CallStatus": "completed"}
