@@ -38,7 +38,7 @@ def check_request(cfg, url, form, signature, remote_addr, logger):
         raise Refused(403, "This URL only answers requests signed by Twilio.")
     accounts = form.getlist("AccountSid") if hasattr(form, "getlist") else [form.get("AccountSid")]
     if accounts != [cfg["TWILIO_ACCOUNT_SID"]]:  # one, and ours (Twilio never sends a field twice)
-        logger.warning("403: %s request for account %r, not ours", url, accounts if len(accounts) > 1 else accounts[0])
+        logger.warning("403: %s request for account %r, not ours", url, accounts[0] if len(accounts) == 1 else accounts)
         raise Refused(403, "This webhook is for another Twilio account (AccountSid).")
 
 
