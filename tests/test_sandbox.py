@@ -466,6 +466,24 @@ def test_control_page_lists_rules_calls_and_rings_the_number(app, client, auth, 
     assert leg.sid in page and "/twiml/inbound: HTTP" not in page  # the dialer answers its number
 
 
+def test_control_page_shows_an_agent_only_their_own_calls_and_a_supervisor_every_call(app, client, auth, db, agent):
+    call_id = dial(client, auth, db, "020 7946 0000")  # alice's call (the `agent` fixture is her phone)
+    incoming = agent.next("incoming")
+    leg = customer_leg(app, call_queries.get_call(db, call_id))
+    identity = agent_by_username(db, "alice")["identity"]
+    page = client.get("/sandbox").get_data(as_text=True)
+    assert leg.sid in page and incoming["call_sid"] in page and "+442079460000" in page and identity in page
+    auth.create("bob")
+    auth.create("sue", supervisor=True)
+    for name, sees in (("bob", False), ("sue", True)):
+        other = app.test_client()
+        auth.login(name, client=other)
+        page = other.get("/sandbox").get_data(as_text=True)
+        for secret in (leg.sid, incoming["call_sid"], "+442079460000", identity):
+            assert (secret in page) == sees, (name, secret)
+        assert ("a supervisor sees every call" in page) != sees
+
+
 def test_sandbox_routes_exist_only_in_sandbox_mode(tmp_path):
     from dialer import create_app
     twilio = create_app({

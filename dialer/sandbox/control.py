@@ -2,9 +2,10 @@
 import re
 
 from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
-from flask_login import login_required
+from flask_login import current_user, login_required
 
 from .. import csrf
+from ..db import get_db
 from . import callers, customers
 from .carrier import Leg, RestError
 from .credentials import sid as new_sid
@@ -25,9 +26,37 @@ def index():
         devices = list(carrier.devices.values())
         notices = list(reversed(carrier.notifications[-20:]))
         queues = [engine.queues.queue_json(q) for q in engine.queues.by_name.values()]
+    if not current_user.is_supervisor:
+        legs, devices, notices = _agents_own(legs, devices, notices)
     return render_template("sandbox/control.html", legs=legs, devices=devices, notices=notices, queues=queues,
                            rules=customers.RULES, caller_rules=callers.RULES, carrier=carrier,
                            answers_inbound="twiml.inbound" in current_app.view_functions)
+
+
+def _agents_own(legs, devices, notices):
+    """What an agent may see of the carrier, as in the dialer: the legs of their own calls and of
+    callers nobody has taken yet, their own phone's legs and browsers. No agent sees another's calls."""
+    sids = [leg.sid for leg in legs]
+    marks = ", ".join("?" * len(sids))
+    owners = {}  # leg SID -> the agent whose call it is (None: a caller nobody has taken yet)
+    for customer, agent_leg, agent_id in get_db().execute(
+            f"SELECT customer_call_sid, agent_call_sid, agent_id FROM calls "
+            f"WHERE customer_call_sid IN ({marks}) OR agent_call_sid IN ({marks})", sids * 2):
+        owners.update({sid: agent_id for sid in (customer, agent_leg) if sid})
+    phone = f"client:{current_user.identity}"
+
+    def theirs(leg):
+        if phone in (leg.to, leg.from_):
+            return True
+        if leg.to.startswith("client:") or leg.from_.startswith("client:"):
+            return False  # another agent's phone
+        owner = owners.get(leg.sid, owners.get(leg.parent_sid, False))
+        return owner is None or owner == current_user.id
+
+    legs = [leg for leg in legs if theirs(leg)]
+    shown = {leg.sid for leg in legs}
+    return (legs, [device for device in devices if device.identity == current_user.identity],
+            [notice for notice in notices if notice["call_sid"] in shown])
 
 
 @bp.route("/inbound", methods=["POST"])
