@@ -1,4 +1,5 @@
 """The SQLite database: one reused connection per thread, schema through sqlite-utils migrations."""
+import logging
 import os
 import queue
 import sqlite3
@@ -191,25 +192,35 @@ class _Batcher:
     def _run(self):
         while True:
             batch = [self.queue.get()]
-            if _gevent_patched():
-                # Let the requests that are ready run up to their own write first: they join this
-                # batch instead of each waiting for a commit of their own.
-                import gevent
-                gevent.sleep(0)
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            outcomes = self._read_all(batch)
-            writes = [index for index, outcome in enumerate(outcomes) if outcome is None]
-            if writes:
-                with _lock_for(self.path):
-                    committed = self._commit([batch[index] for index in writes])
-                for index, outcome in zip(writes, committed):
-                    outcomes[index] = outcome
-            for (*_, done), (ok, value) in zip(batch, outcomes):
-                done.set_result(value) if ok else done.set_exception(value)
+            try:
+                self._serve(batch)
+            except Exception as error:  # a fault of the writer itself: this batch fails (logged), the next is served
+                logging.getLogger("dialer").exception("The database writer failed a batch of %d writes", len(batch))
+                for *_, done in batch:
+                    if not (done.ready() if hasattr(done, "ready") else done.done()):
+                        done.set_exception(error)
+
+    def _serve(self, batch):
+        """Read, write and commit one batch (more requests join it first), and answer each."""
+        if _gevent_patched():
+            # Let the requests that are ready run up to their own write first: they join this
+            # batch instead of each waiting for a commit of their own.
+            import gevent
+            gevent.sleep(0)
+        while len(batch) < self.MAX_BATCH:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        outcomes = self._read_all(batch)
+        writes = [index for index, outcome in enumerate(outcomes) if outcome is None]
+        if writes:
+            with _lock_for(self.path):
+                committed = self._commit([batch[index] for index in writes])
+            for index, outcome in zip(writes, committed):
+                outcomes[index] = outcome
+        for (*_, done), (ok, value) in zip(batch, outcomes):
+            done.set_result(value) if ok else done.set_exception(value)
 
     def _read_all(self, batch):
         """Outside any transaction: (True, answer) for a write `read` says is not needed, else None."""
