@@ -4,8 +4,13 @@ import re
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from urllib.parse import urlencode
 
 import requests
+from twilio.request_validator import RequestValidator
+
+from dialer import create_app
 
 from .conftest import free_port, healthy, wait_for
 
@@ -55,8 +60,9 @@ def test_gunicorn_serves_the_sandbox_and_a_call_goes_through(tmp_path):
         proc.wait(timeout=10)
 
 
-def test_a_chunked_body_over_the_limit_is_413_like_one_with_a_length_and_one_within_it_is_read_whole(tmp_path):
-    """werkzeug would read a chunked form up to the limit and drop the rest without a word."""
+@contextmanager
+def production_server(tmp_path):
+    """The README's production command on a free port: (port, base URL, its log file); stopped after."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DIALER_INSTANCE_PATH": str(tmp_path), "DIALER_PUBLIC_BASE_URL": base,
@@ -66,32 +72,34 @@ def test_a_chunked_body_over_the_limit_is_413_like_one_with_a_length_and_one_wit
                             stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     try:
         wait_for(lambda: healthy(port), timeout=15)
+        yield port, base, log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_chunked_body_over_the_limit_is_413_like_one_with_a_length_and_one_within_it_is_read_whole(tmp_path):
+    """werkzeug would read a chunked form up to the limit and drop the rest without a word."""
+    with production_server(tmp_path) as (port, base, log):
         for path, size in (("/login", 1_100_000), ("/presence", 1_100_000), ("/twiml/dial-result?call=1", 70_000),
                            ("/twiml/recording?call=1", 70_000), ("/twiml/status?call=1", 70_000),
                            ("/twiml/customer-to-agent?call=1", 70_000)):
             body = "CallSid=CA1&x=" + "a" * size
-            answer = _raw_post(port, path, "".join(f"{len(part):x}\r\n{part}\r\n" for part in _parts(body)) + "0\r\n\r\n")
+            answer = _raw_post(port, path, _chunked(body))
             assert answer.startswith("HTTP/1.1 413 "), (path, answer[:300])
         # Within the limit, a signed chunked webhook is read whole: its signature holds (404: no such call).
-        from twilio.request_validator import RequestValidator
-        from dialer import create_app
         cfg = create_app(instance_path=str(tmp_path)).config
         params = {"AccountSid": cfg["TWILIO_ACCOUNT_SID"], "CallSid": "CA" + "1" * 32, "CallStatus": "completed",
                   "DialCallStatus": "completed", "x": "a" * 60_000}
         signature = RequestValidator(cfg["TWILIO_AUTH_TOKEN"]).compute_signature(base + "/twiml/recording?call=1", params)
-        from urllib.parse import urlencode
-        body = urlencode(params)
-        answer = _raw_post(port, "/twiml/recording?call=1",
-                           "".join(f"{len(part):x}\r\n{part}\r\n" for part in _parts(body)) + "0\r\n\r\n", signature)
+        answer = _raw_post(port, "/twiml/recording?call=1", _chunked(urlencode(params)), signature)
         assert answer.startswith("HTTP/1.1 404 "), answer[:300]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     assert "Traceback" not in log.read_text() and "without a valid Twilio signature" not in log.read_text()
 
 
-def _parts(text, size=16_384):
-    return [text[i:i + size] for i in range(0, len(text), size)]
+def _chunked(text, size=16_384):
+    """`text` as HTTP/1.1 chunks of `size` characters, and the last chunk."""
+    return "".join(f"{len(text[i:i + size]):x}\r\n{text[i:i + size]}\r\n" for i in range(0, len(text), size)) + "0\r\n\r\n"
 
 
 def test_gunicorn_refuses_several_workers_for_the_sandbox(tmp_path):
@@ -122,19 +130,9 @@ def _raw_post(port, path, chunks, signature="x"):
 
 
 def test_a_chunked_body_cut_off_or_malformed_is_400_on_every_route_never_a_traceback(tmp_path):
-    port = free_port()
-    env = {**os.environ, "DIALER_INSTANCE_PATH": str(tmp_path), "DIALER_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-           "DIALER_BIND": f"127.0.0.1:{port}", "DIALER_SANDBOX_CREATE_DEMO_AGENT": "false"}
-    log = tmp_path / "server.log"
-    proc = subprocess.Popen([GUNICORN, "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
-    try:
-        wait_for(lambda: healthy(port), timeout=15)
+    with production_server(tmp_path) as (port, _, log):
         for path in ("/twiml/status?call=1", "/twiml/customer-to-agent?call=1", "/twiml/dial-result?call=1", "/login"):
             for chunks in [CUT_OFF, *MALFORMED]:
                 answer = _raw_post(port, path, chunks)
                 assert answer.startswith("HTTP/1.1 400 "), (path, chunks, answer[:300])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     assert "Traceback" not in log.read_text()
