@@ -509,8 +509,8 @@ def wait_and_talk(call):
         wait = _seconds_between(call["answered_at"], agent_answered or end)
     if agent_answered:
         talk = _seconds_between(agent_answered, end)
-    elif call["dial_result"] == "completed":
-        talk, wait = call["duration"], None
+    elif call["dial_result"] == "completed" and call["direction"] != "inbound":
+        talk, wait = call["duration"], None  # an inbound call's agent is known only by their answer
     return wait, talk
 
 

@@ -312,6 +312,15 @@ def test_a_late_report_of_an_answer_before_the_end_is_kept_with_a_time_inside_th
         assert after["agent_answered_at"] == after["ended_at"]
 
 
+def test_a_late_dial_result_gives_a_caller_who_hung_up_in_the_queue_no_talk_time(client, sign, db, team):
+    row = hung_up_in_the_queue(client, sign, db)
+    signed_post(client, sign, f"/twiml/inbound-dialed?call={row['id']}",
+                {"CallSid": SID, "CallStatus": "completed", "DialCallStatus": "completed", "DialCallDuration": "225"})
+    after = the_call(db)
+    assert call_queries.outcome(after) == "hung up in the queue"
+    assert call_queries.wait_and_talk(after)[1] is None  # was 225 s of talk on a call nobody answered
+
+
 def answer_with(client, sign, call, agent, params):
     return signed_post(client, sign, f"/twiml/status?call={call['id']}&leg=agent&agent={agent['id']}", params)
 
