@@ -62,7 +62,8 @@ def nth_latest_failure_for_username(db, username, since, n, device=None):
 
 
 def nth_latest_failure_from_address(db, address, since, n):
-    """When the n-th most recent failed sign-in of an untrusted client from this address after `since` happened, or None."""
+    """When the n-th most recent failed sign-in of an untrusted client from this address after
+    `since` happened, or None."""
     row = db.execute(
         f"SELECT created_at FROM audit_log WHERE action = ? AND address = ? AND created_at > ? AND {_UNTRUSTED} "
         "ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET ?",

@@ -7,7 +7,8 @@ production server, with the same write). Here, a small WSGI layer in
 front of the app reads such a request itself and hands it to the same code Flask used: the
 signature and account check (`twiml.check_request`), the field checks (`twiml.read_callback`,
 `params`), the call's rules (`twiml.status`, `twiml.customer_to_agent`, `calls`) and the same
-security headers. Every other request, /twiml/ or not, goes on to Flask untouched.
+security headers. Every other request, /twiml/ or not, goes on to Flask, untouched but for a
+chunked body, which is read first and handed on with its length (`_sized`).
 """
 import io
 import json
@@ -180,8 +181,8 @@ class _ChunkedBody:
 class _Form(dict):
     """A webhook's form as the dialer reads it: each field's first value, as werkzeug's MultiDict
     gives. `getall` (and werkzeug's `getlist`) has every value of a field, which twilio's
-    RequestValidator asks for first: a repeated field is signed over all its values. (A MultiDict costs ~5 µs more per callback to
-    build, copy for the field checks and ask field by field.)"""
+    RequestValidator asks for first: a repeated field is signed over all its values. (A MultiDict
+    costs ~5 µs more per callback to build, copy for the field checks and ask field by field.)"""
 
     def __init__(self, pairs=()):
         values = {}
