@@ -378,7 +378,8 @@ def _agent_leg_changes(call, status, values, leg_sid):
     changes = {"agent_status": status}
     if leg_sid and not call["agent_call_sid"]:
         changes["agent_call_sid"] = leg_sid
-    if status == "in-progress" and not call["agent_answered_at"] and call["answered_at"]:
+    # The customer's `answered` callback may come after this one: customer-to-agent does not wait for it.
+    if status == "in-progress" and not call["agent_answered_at"]:
         changes["agent_answered_at"] = _event_time(call, values)
     return changes
 
@@ -433,7 +434,8 @@ def _status_changes(call, status, values):
     changes = {"status": status}
     when = _event_time(call, values)
     if status == "in-progress" and not call["answered_at"]:
-        changes["answered_at"] = when
+        # Reported after the agent's own answer: the customer had answered by then at the latest.
+        changes["answered_at"] = min(when, call.get("agent_answered_at") or when)
     if is_terminal(status):
         changes["ended_at"] = when
         answered = call["answered_at"]
@@ -487,9 +489,11 @@ def live_state(call):
         if call.get("queued_at"):
             return "waiting in the queue", call["queued_at"]
         return "calling in: ringing agents", call["answered_at"]
-    if status == "in-progress":
-        if call["agent_answered_at"]:
-            return "talking", call["agent_answered_at"]
+    # The agent's phone rings only once the customer has answered, so its callbacks say so even
+    # when the customer's own `answered` callback is late: the panel never says "ringing" mid-talk.
+    if call["agent_answered_at"]:
+        return "talking", call["agent_answered_at"]
+    if status == "in-progress" or call["agent_status"] == "ringing":
         return "customer waiting for you", call["answered_at"]
     if status == "ringing":
         return "customer ringing", None

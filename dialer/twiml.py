@@ -154,8 +154,19 @@ def customer_to_agent(db, cfg, args, callback, template, logger):
     """The customer answered: hold message, then ring the browser of the agent who placed the call.
 
     Returns the TwiML text; `template` is `customer_to_agent_template()`'s.
+
+    This request asks what to do; it reports nothing the status callbacks do not. The same moment
+    comes as the `answered` callback every call requests (`telephony.STATUS_EVENTS`), which moves the call to
+    in-progress and is kept durably as its event. So in the usual case, a live call whose CallSid
+    the REST reply or a callback already gave, the answer is read from the call and nothing is
+    written. Otherwise the request is applied like a callback and kept as an event (the CallSid is
+    news, or the timeline should show why nobody was rung).
     """
-    call = apply_callback(db, "twiml", args.get("call", ""), callback, "/twiml/customer-to-agent", logger)
+    requested = args.get("call", "")
+    call = calls.call_with_identity(db, int(requested)) if _row_id(requested) else None
+    if (call is None or not call["agent_identity"] or calls.is_terminal(call["status"])
+            or not call["customer_call_sid"] or call["customer_call_sid"] != callback.raw.get("CallSid")):
+        call = apply_callback(db, "twiml", requested, callback, "/twiml/customer-to-agent", logger)
     if (call is None or not call["agent_identity"] or calls.is_terminal(call["status"])
             or call["customer_call_sid"] != callback.raw.get("CallSid")):
         return apology_twiml(cfg)  # no such call, an ended one, or another leg's CallSid: ring nobody

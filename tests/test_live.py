@@ -123,6 +123,22 @@ def test_a_change_reaches_the_stream_with_the_calls_whole_state(client, auth, db
     events.close()
 
 
+def test_the_agents_phone_ringing_or_answered_tells_the_customer_answered_when_their_callback_is_late(db, people):
+    """customer-to-agent writes nothing: the customer's `answered` callback may come after the agent's leg's."""
+    call = calls.create_call(db, people["alice"], "+442079460000")
+    status(db, call, "ringing")
+    agent_leg = "CA" + "2" * 32
+    ringing = calls.apply_event(db, call["id"], "agent", params.read({"CallStatus": "ringing", "CallSid": agent_leg}))[0]
+    assert (ringing["status"], calls.live_state(ringing)[0]) == ("ringing", "customer waiting for you")
+    talking = calls.apply_event(db, call["id"], "agent", params.read({"CallStatus": "in-progress", "CallSid": agent_leg}))[0]
+    assert calls.live_state(talking) == ("talking", talking["agent_answered_at"])
+    answered = status(db, call, "in-progress")  # the customer's own, late, without a Timestamp
+    assert calls.live_state(answered)[0] == "talking"
+    assert answered["answered_at"] <= answered["agent_answered_at"]
+    wait, talk = calls.wait_and_talk(answered)
+    assert wait == 0 and talk is not None
+
+
 def test_an_agents_stream_never_carries_another_agents_call(client, auth, db, people):
     alices = calls.create_call(db, people["alice"], "+442079460000")
     auth.login("bob")

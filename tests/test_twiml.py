@@ -56,6 +56,34 @@ def test_customer_to_agent_twiml_dials_the_identity_of_the_agent_who_placed_the_
     assert identity == agents[1]["identity"] != agents[0]["identity"]
 
 
+def test_customer_to_agent_for_a_live_call_with_a_known_callsid_reads_it_and_writes_nothing(client, sign, db, call):
+    """The answer is read; the `answered` status callback, not this fetch, moves the call and is kept."""
+    leg = "CA" + "3" * 32
+    signed_post(client, sign, f"/twiml/status?call={call['id']}",
+                {"CallSid": leg, "CallStatus": "ringing", "SequenceNumber": "1"})
+    before = [dict(row) for row in call_queries.events_for(db, call["id"])], call_queries.get_call(db, call["id"])
+    response = signed_post(client, sign, f"/twiml/customer-to-agent?call={call['id']}",
+                           {"CallSid": leg, "CallStatus": "in-progress"})
+    assert ET.fromstring(response.data).find("Dial/Client/Identity") is not None
+    assert ([dict(row) for row in call_queries.events_for(db, call["id"])], call_queries.get_call(db, call["id"])) == before
+    assert before[1]["status"] == "ringing"
+
+    signed_post(client, sign, f"/twiml/status?call={call['id']}",
+                {"CallSid": leg, "CallStatus": "in-progress", "SequenceNumber": "2"})
+    row = call_queries.get_call(db, call["id"])
+    assert row["status"] == "in-progress" and row["answered_at"]
+
+
+def test_customer_to_agent_before_any_callback_gave_the_callsid_is_kept_and_learns_it(client, sign, db, call):
+    leg = "CA" + "4" * 32
+    response = signed_post(client, sign, f"/twiml/customer-to-agent?call={call['id']}",
+                           {"CallSid": leg, "CallStatus": "in-progress"})
+    assert ET.fromstring(response.data).find("Dial/Client/Identity") is not None
+    row = call_queries.get_call(db, call["id"])
+    assert (row["customer_call_sid"], row["status"]) == (leg, "in-progress")
+    assert [(e["source"], e["status"]) for e in call_queries.events_for(db, call["id"])][-1] == ("twiml", "in-progress")
+
+
 @pytest.mark.parametrize("app_config", [{"HOLD_MESSAGE": "Un momento.", "SAY_VOICE": "Polly.Lucia",
                                          "SAY_LANGUAGE": "es-ES", "DIAL_TIMEOUT": 20, "DIAL_RECORD": "do-not-record",
                                          "ANSWER_ON_BRIDGE": False}])
