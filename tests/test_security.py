@@ -231,6 +231,21 @@ def test_no_csp_violation_while_an_agent_calls_hangs_up_and_plays_the_recording(
 
 
 @pytest.mark.browser
+def test_no_page_logs_an_error_to_the_console_not_even_for_a_missing_icon(page, auth, live_server):
+    errors = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.goto(live_server + "/login")
+    auth.create("sam", supervisor=True)
+    sign_in(page, live_server, "sam", PASSWORD)
+    for path in ("/", "/history", "/board", "/sandbox"):
+        page.goto(live_server + path)
+        page.wait_for_load_state("load")
+    page.wait_for_timeout(300)  # the browser asks for the icon after the page has loaded
+    assert errors == []
+    assert page.evaluate("fetch(document.querySelector('link[rel=icon]').href).then(r => r.status)") == 200
+
+
+@pytest.mark.browser
 @pytest.mark.parametrize("app_config", [TWILIO_MODE])
 def test_the_real_voice_sdk_may_reach_twilio_under_the_policy(page, auth, live_server, csp_violations):
     """No network here, so the SDK fails to connect, but the browser lets it try every host it wants."""
