@@ -18,9 +18,11 @@ SIGN_OUT = "sign-out"
 AGENT_CREATED = "agent-created"
 AGENT_CHANGED = "agent-changed"
 PASSWORD_SET = "password-set"
+AGENT_DISABLED = "agent-disabled"  # someone who left: no sign-in, no callers, off the board
+AGENT_ENABLED = "agent-enabled"
 CALL_ENDED_FOR_AGENT = "call-ended-for-agent"  # a supervisor hung up another agent's call
 ACTIONS = (SIGN_IN, SIGN_IN_FAILED, SIGN_IN_THROTTLED, SIGN_OUT, AGENT_CREATED, AGENT_CHANGED,
-           PASSWORD_SET, CALL_ENDED_FOR_AGENT)
+           PASSWORD_SET, AGENT_DISABLED, AGENT_ENABLED, CALL_ENDED_FOR_AGENT)
 
 
 def record(db, action, username=None, actor=None, address=None, **details):

@@ -19,7 +19,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from . import audit, devices
+from . import audit, calls, devices, presence
 from .db import connect, get_db, one, utcnow, writing
 
 bp = Blueprint("auth", __name__)
@@ -124,19 +124,56 @@ def create_agent(db, username, password, role="agent", display_name=None, actor=
         raise ValueError("A username is 1 to 64 letters, digits, dots, dashes or underscores.")
     if role not in ROLES:
         raise ValueError(f"A role is one of {', '.join(ROLES)}.")
-    if agent_by_username(db, username):
-        raise ValueError(f"There is already an agent called {username}.")
+    _refuse_existing(db, username)
     check_password_policy(password, [username, display_name], common_list=not generated)
     password_hash = generate_password_hash(password)  # slow on purpose: outside the transaction
     now = utcnow()
     with writing(db):
-        if agent_by_username(db, username):
-            raise ValueError(f"There is already an agent called {username}.")
+        _refuse_existing(db, username)
         db.execute(
             "INSERT INTO agents (username, display_name, password_hash, role, identity, presence, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, 'offline', ?, ?)",
             [username, display_name or username, password_hash, role, identity_for(username), now, now])
         audit.record(db, audit.AGENT_CREATED, username=username, actor=actor, role=role)
+    return agent_by_username(db, username)
+
+
+def _refuse_existing(db, username):
+    existing = agent_by_username(db, username)
+    if existing and existing["disabled_at"]:
+        raise ValueError(f"There is already an agent called {username}, switched off since "
+                         f"{existing['disabled_at'][:10]}: `flask --app app agents enable {username}` brings them back.")
+    if existing:
+        raise ValueError(f"There is already an agent called {username}.")
+
+
+def disable_agent(db, username, actor=None):
+    """Switch off an agent who has left: every session ends, presence goes offline (no callers are
+    offered), the board leaves them out; their calls stay. Returns (agent, their live call or None)."""
+    agent = agent_by_username(db, username)
+    if not agent:
+        raise ValueError(f"There is no agent called {username}.")
+    if agent["disabled_at"]:
+        raise ValueError(f"{username} is switched off already (since {agent['disabled_at'][:10]}).")
+    with writing(db):
+        now = utcnow()
+        db.execute("UPDATE agents SET disabled_at = ?, updated_at = ? WHERE id = ?", [now, now, agent["id"]])
+        ended = end_agent_sessions(db, agent["id"], "disabled")
+        presence.set_presence(db, agent["id"], "offline", by="switched off")
+        audit.record(db, audit.AGENT_DISABLED, username=username, actor=actor, sessions_ended=ended)
+    return agent_by_username(db, username), calls.live_call(db, agent["id"])
+
+
+def enable_agent(db, username, actor=None):
+    """Bring back a switched-off agent: they can sign in again (with their old password)."""
+    agent = agent_by_username(db, username)
+    if not agent:
+        raise ValueError(f"There is no agent called {username}.")
+    if not agent["disabled_at"]:
+        raise ValueError(f"{username} is not switched off.")
+    with writing(db):
+        db.execute("UPDATE agents SET disabled_at = NULL, updated_at = ? WHERE id = ?", [utcnow(), agent["id"]])
+        audit.record(db, audit.AGENT_ENABLED, username=username, actor=actor)
     return agent_by_username(db, username)
 
 
@@ -247,6 +284,7 @@ def session_end_sentence(reason):
         "idle": f"You were signed out after {_duration(cfg['SESSION_IDLE_TIMEOUT'])} without activity. Sign in again.",
         "expired": f"Sessions last at most {_duration(cfg['SESSION_ABSOLUTE_TIMEOUT'])}, and yours has ended. Sign in again.",
         "password-changed": "Your password was changed, which signed you out. Sign in with the new password.",
+        "disabled": "Your account has been switched off. Ask your supervisor.",
     }.get(reason)
 
 
@@ -257,8 +295,8 @@ def load_user(token):
     row = session_with_agent(db, token)
     if row is None:
         return None
-    if row["session_ended_at"]:
-        g.session_end_reason = row["session_end_reason"]
+    if row["session_ended_at"] or row["disabled_at"]:
+        g.session_end_reason = row["session_end_reason"] or "disabled"
         return None
     now = datetime.now(timezone.utc)
     reason = expiry_reason(row, now, current_app.config)
@@ -328,6 +366,11 @@ def login():
             response.headers["Retry-After"] = str(wait)
             return response
         row = verify_password(db, username, form.password.data)
+        if row and row["disabled_at"]:  # told only to whoever knows the password
+            audit.record(db, audit.SIGN_IN_FAILED, username=username, address=address, reason="disabled", **trusted)
+            response = make_response(render_template("auth/login.html", form=form,
+                                                     refusal=session_end_sentence("disabled")), 403)
+            return response
         if row:
             login_user(Agent(row, start_session(db, row, address, request.user_agent.string)))
             response = redirect(safe_next(request.args.get("next")))
@@ -393,7 +436,8 @@ def list_command():
     if not rows:
         click.echo("No agents yet: flask --app app agents create NAME")
     for row in rows:
-        click.echo(f"{row['username']:<20} {row['role']:<10} {row['identity']}")
+        off = f"  switched off since {row['disabled_at'][:10]}" if row["disabled_at"] else ""
+        click.echo(f"{row['username']:<20} {row['role']:<10} {row['identity']}{off}")
 
 
 @agents_cli.command("update")
@@ -421,6 +465,32 @@ def set_password_command(username, password):
     except ValueError as error:
         raise click.ClickException(str(error))
     click.echo(f"Password changed for {username}; their open sessions have ended.")
+
+
+@agents_cli.command("disable")
+@click.argument("username")
+def disable_command(username):
+    """Switch off an agent who has left: signed out everywhere, no sign-in, no callers; calls kept."""
+    try:
+        agent, live = disable_agent(_cli_db(), username, actor=_cli_actor())
+    except ValueError as error:
+        raise click.ClickException(str(error))
+    click.echo(f"{agent['username']} is switched off: signed out everywhere, offered no callers, off the board. "
+               f"Their calls stay in history; `flask --app app agents enable {username}` brings them back.")
+    if live:
+        click.echo(f"They are on call {live['id']} now: it goes on until either side hangs up "
+                   "(a supervisor can end it from the board).")
+
+
+@agents_cli.command("enable")
+@click.argument("username")
+def enable_command(username):
+    """Bring back a switched-off agent (they sign in with their old password)."""
+    try:
+        enable_agent(_cli_db(), username, actor=_cli_actor())
+    except ValueError as error:
+        raise click.ClickException(str(error))
+    click.echo(f"{username} can sign in again, with their old password.")
 
 
 def init_app(app):

@@ -12,10 +12,10 @@ bp = Blueprint("board", __name__)
 
 
 def agents(db):
-    """Every agent as watchers see them, by name."""
+    """Every agent as watchers see them, by name (not those switched off: they have left)."""
     return list(db.query(
         "SELECT id, username, coalesce(display_name, username) AS name, role, presence, presence_since, "
-        "presence_reason FROM agents ORDER BY lower(coalesce(display_name, username)), id"))
+        "presence_reason FROM agents WHERE disabled_at IS NULL ORDER BY lower(coalesce(display_name, username)), id"))
 
 
 def todays_counts(db):

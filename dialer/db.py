@@ -588,3 +588,10 @@ def m016_call_hours_only_when_counted(db):
                "OR old.direction IS NOT new.direction OR substr(old.created_at, 1, 13) IS NOT substr(new.created_at, 1, 13) "
                f"BEGIN {_chart_bump('old', -1)} {_chart_bump('new', 1)} "
                f"{_chart_bump('old', -1, EVERYONE)} {_chart_bump('new', 1, EVERYONE)} END")
+
+
+@migrations()
+def m017_agent_disabled(db):
+    # An agent who has left: cannot sign in, is offered no caller and leaves the board; their calls
+    # stay in history under their name. `flask agents disable` / `enable`.
+    db["agents"].add_column("disabled_at", str)

@@ -85,7 +85,8 @@ def available_agents(db, limit, leaving_out=()):
     """Agents to offer a caller to: available (their phone ready, by their page's word), longest idle first."""
     marks = ", ".join("?" * len(leaving_out))
     skip = f" AND id NOT IN ({marks})" if leaving_out else ""
-    return list(db.query("SELECT id, identity, username FROM agents WHERE presence = 'available'" + skip
+    return list(db.query("SELECT id, identity, username FROM agents WHERE presence = 'available' "
+                         "AND disabled_at IS NULL" + skip
                          + " ORDER BY presence_since, id LIMIT ?", [*leaving_out, limit]))
 
 
@@ -100,7 +101,8 @@ def tick(db, watched, wrap_up_seconds, offline_seconds):
     if watched:
         marks = ", ".join("?" * len(watched))
         db.execute(f"UPDATE agents SET heartbeat_at = ? WHERE id IN ({marks})", [now, *watched])
-        for (agent_id,) in db.execute(f"SELECT id FROM agents WHERE presence IN ('offline') AND id IN ({marks})",
+        for (agent_id,) in db.execute(f"SELECT id FROM agents WHERE presence IN ('offline') AND disabled_at IS NULL "
+                                      f"AND id IN ({marks})",
                                       list(watched)).fetchall():
             set_presence(db, agent_id, "away", NOT_READY, by="page opened")
     for (agent_id,) in db.execute("SELECT id FROM agents WHERE presence = 'wrap-up' AND presence_since <= ?",

@@ -637,3 +637,61 @@ def test_flask_audit_escapes_control_characters_typed_as_a_username(runner, clie
     sign_in(client, "evil\x1b[2Jname", "wrong password!")
     output = runner.invoke(args=["audit"]).output
     assert "\x1b" not in output and "evil\\x1b[2Jname" in output
+
+
+# --- switching off an agent who has left ------------------------------------------------------
+
+def test_a_switched_off_agent_is_signed_out_everywhere_refused_with_a_sentence_and_kept_in_the_audit_log(
+        app, client, auth, runner, db):
+    auth.create("alice")
+    auth.login("alice")
+    other = app.test_client()
+    auth.login("alice", client=other)
+    assert client.get("/").status_code == 200
+    result = runner.invoke(args=["agents", "disable", "alice"])
+    assert result.exit_code == 0 and "alice is switched off" in result.output, result.output
+    assert all(s["end_reason"] == "disabled" for s in sessions(db, "alice")) and len(sessions(db, "alice")) == 2
+    for browser in (client, other):  # both open pages lose the session, and are told why
+        page = browser.get("/", follow_redirects=True).get_data(as_text=True)
+        assert "Your account has been switched off. Ask your supervisor." in page
+    refused = sign_in(client, "alice")  # the right password: told, not let in
+    assert refused.status_code == 403 and "switched off" in refused.get_data(as_text=True)
+    assert client.get("/").status_code == 302
+    wrong = sign_in(client, "alice", "not her password at all")  # the wrong one: told nothing more
+    assert wrong.status_code == 422 and "switched off" not in wrong.get_data(as_text=True)
+    assert [r["username"] for r in audit_rows(db, audit.AGENT_DISABLED)] == ["alice"]
+    failed = audit_rows(db, audit.SIGN_IN_FAILED)
+    assert [json.loads(r["details"] or "{}").get("reason") for r in failed] == ["disabled", None]
+    assert "switched off since" in runner.invoke(args=["agents", "list"]).output
+    assert "switched off already" in runner.invoke(args=["agents", "disable", "alice"]).output
+
+    assert runner.invoke(args=["agents", "enable", "alice"]).exit_code == 0
+    assert sign_in(client, "alice").status_code == 302  # back, with her old password
+    assert [r["username"] for r in audit_rows(db, audit.AGENT_ENABLED)] == ["alice"]
+    assert "is not switched off" in runner.invoke(args=["agents", "enable", "alice"]).output
+    assert "There is no agent called zed" in runner.invoke(args=["agents", "disable", "zed"]).output
+
+
+def test_a_switched_off_agent_is_offered_no_caller_leaves_the_board_and_keeps_their_calls(
+        client, auth, runner, db):
+    from dialer import presence
+    auth.create("alice")
+    auth.create("sue", supervisor=True)
+    alice = agent_by_username(db, "alice")
+    call = call_queries.create_call(db, alice["id"], "+442079460000")
+    with db.conn:
+        presence.set_presence(db, alice["id"], "available")
+    assert [a["username"] for a in presence.available_agents(db, 5)] == ["alice"]
+    result = runner.invoke(args=["agents", "disable", "alice"])
+    assert f"on call {call['id']} now" in result.output  # her live call goes on: the command says so
+    assert presence.available_agents(db, 5) == []
+    assert agent_by_username(db, "alice")["presence"] == "offline"
+    presence.tick(db, {alice["id"]}, 60, 60)  # a page of hers still open somewhere: not back to away
+    assert agent_by_username(db, "alice")["presence"] == "offline"
+    auth.login("sue")
+    board = client.get("/board").get_data(as_text=True)
+    assert f'id="agent-{alice["id"]}"' not in board and f'id="agent-{agent_by_username(db, "sue")["id"]}"' in board
+    history = client.get("/history").get_data(as_text=True)
+    assert "+44 20 7946 0000" in history  # her calls stay, under her name
+    created = runner.invoke(args=["agents", "create", "alice"], input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert created.exit_code != 0 and "flask --app app agents enable alice" in created.output
