@@ -19,7 +19,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from . import audit, calls, devices, presence
+from . import audit, calls, devices, live, presence
 from .db import connect, get_db, one, utcnow, writing
 
 bp = Blueprint("auth", __name__)
@@ -159,7 +159,8 @@ def disable_agent(db, username, actor=None):
         now = utcnow()
         db.execute("UPDATE agents SET disabled_at = ?, updated_at = ? WHERE id = ?", [now, now, agent["id"]])
         ended = end_agent_sessions(db, agent["id"], "disabled")
-        presence.set_presence(db, agent["id"], "offline", by="switched off")
+        if not presence.set_presence(db, agent["id"], "offline", by="switched off"):
+            live.publish_agent(db, presence.agent_state(db, agent["id"]))  # open boards drop them
         audit.record(db, audit.AGENT_DISABLED, username=username, actor=actor, sessions_ended=ended)
     return agent_by_username(db, username), calls.live_call(db, agent["id"])
 
@@ -173,6 +174,7 @@ def enable_agent(db, username, actor=None):
         raise ValueError(f"{username} is not switched off.")
     with writing(db):
         db.execute("UPDATE agents SET disabled_at = NULL, updated_at = ? WHERE id = ?", [utcnow(), agent["id"]])
+        live.publish_agent(db, presence.agent_state(db, agent["id"]))  # back on open boards
         audit.record(db, audit.AGENT_ENABLED, username=username, actor=actor)
     return agent_by_username(db, username)
 

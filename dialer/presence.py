@@ -35,7 +35,7 @@ def words(agent):
 def agent_state(db, agent_id):
     """An agent as watchers see it (no password hash, no identity)."""
     return one(db, "SELECT id, username, coalesce(display_name, username) AS name, role, presence, "
-                   "presence_since, presence_reason FROM agents WHERE id = ?", [agent_id])
+                   "presence_since, presence_reason, disabled_at FROM agents WHERE id = ?", [agent_id])
 
 
 def set_presence(db, agent_id, presence, reason=None, by=None):

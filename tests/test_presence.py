@@ -130,3 +130,17 @@ def test_a_supervisors_stream_carries_presence_and_counts_an_agents_only_their_o
     assert not any("presence-%d" % agent_id(db, "alice") in d or "board-" in d for _, d in bobs.messages)
     bobs.close()
     sues.close()
+
+
+def test_an_agent_switched_off_leaves_an_open_board_at_once(client, auth, db, runner):
+    auth.create("alice")
+    auth.create("sue", supervisor=True)
+    auth.login("sue")
+    sues = open_events(client)
+    sues.read_until(lambda m: any(data == "" for _, data in m))
+    runner.invoke(args=["agents", "disable", "alice"])
+    row = 'id="agent-%d"' % agent_id(db, "alice")
+    sues.read_until(lambda m: any(row in d and " hidden" in d for _, d in m))
+    runner.invoke(args=["agents", "enable", "alice"])
+    sues.read_until(lambda m: any(row in d and " hidden" not in d for _, d in m[-1:]))
+    sues.close()
