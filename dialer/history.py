@@ -462,6 +462,8 @@ def _media(recording_sid):
         media = telephony.recording_media(recording_sid)
     except telephony.TelephonyError as error:
         return Response(error.sentence, 404 if error.code == 404 else 502, mimetype="text/plain")
-    response = Response(media, mimetype="audio/wav", headers={"Cache-Control": "private, max-age=3600"})
+    # A conversation stays out of the browser's disk cache like every page with call data: a shared
+    # desk's next user must not find it there after sign-out. The player keeps what it buffered.
+    response = Response(media, mimetype="audio/wav", headers={"Cache-Control": "no-store"})
     # Range requests (206): the player can seek without fetching the whole file again.
     return response.make_conditional(request, accept_ranges=True, complete_length=len(media))

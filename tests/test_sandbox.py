@@ -195,6 +195,7 @@ def test_whole_call_agent_answers_talks_and_hangs_up(app, client, auth, db, agen
 
     media = client.get(f"/calls/{call_id}/recording.wav")
     assert media.status_code == 200 and media.mimetype == "audio/wav"
+    assert media.headers.getlist("Cache-Control") == ["no-store"]  # a conversation is call data
     with wave.open(io.BytesIO(media.data)) as w:
         assert w.getnchannels() == 2
         assert round(w.getnframes() / w.getframerate()) == row["recording_duration"]
