@@ -227,7 +227,7 @@ def _exists_and_kept(db, call_id, source, call_sid, status, sequence_number):
 # --- the state machine ---------------------------------------------------------------------
 
 def _event_status(source, values):
-    if source in ("status", "twiml", "agent"):
+    if source in ("status", "twiml", "agent", "rest"):
         return values.get("CallStatus")
     if source == "dial-result":
         return values.get("DialCallStatus")
@@ -241,7 +241,8 @@ def _event_status(source, values):
 def apply_event(db, call_id, source, callback, agent=None, away_if_missed=False, step=None):
     """Apply a callback or app action to a call.
 
-    `source` is status, twiml (the TwiML fetch itself), dial-result, recording or app;
+    `source` is status, twiml (the TwiML fetch itself), dial-result, recording, app, or rest (Twilio's
+    API asked about a call whose last callback never came: reconcile.py);
     `callback` is a `params.Callback` (an app action may pass a plain dict of its own values).
     `agent` is the agent whose <Client> leg an `agent` callback reports (its signed URL names them):
     on an inbound call the first to answer becomes the call's agent; with `away_if_missed`, an
@@ -361,6 +362,9 @@ def _changes(call, source, values, status, sequence, leg_sid):
                 "recording_duration": values.get("RecordingDuration"),
                 "recording_channels": values.get("RecordingChannels"),
             })
+    elif source == "rest":  # Twilio's API, asked because the call's last status callback never came
+        if values.get("CallSid") == call["customer_call_sid"]:
+            changes.update(_status_changes(call, status, values))
     elif source == "app":
         if values.get("CallSid") and not call["customer_call_sid"]:
             changes["customer_call_sid"] = values["CallSid"]

@@ -595,3 +595,10 @@ def m017_agent_disabled(db):
     # An agent who has left: cannot sign in, is offered no caller and leaves the board; their calls
     # stay in history under their name. `flask agents disable` / `enable`.
     db["agents"].add_column("disabled_at", str)
+
+
+@migrations()
+def m018_call_checked(db):
+    # When the dialer last asked Twilio's REST API about a live call whose callbacks went quiet
+    # (reconcile.py): one process asks, and not again for a while.
+    db["calls"].add_column("checked_at", str)

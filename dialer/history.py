@@ -326,6 +326,8 @@ def timeline(call, events):
         elif source == "dial-result":
             text = (hung_up if hung_up == "the customer hung up" else None) if status == "completed" else \
                 f"no agent took the call ({calls.status_label(status)}): the customer heard the apology"
+        elif source == "rest" and calls.is_terminal(status):
+            text = f"the call ended: {calls.outcome(call)} (its last callback never came: Twilio's API was asked)"
         elif source in ("status", "twiml") and calls.is_terminal(status):
             text = f"the call ended: {calls.outcome(call)}" if status == call["status"] else f"the call ended ({calls.status_label(status)})"
         if text and text not in said:

@@ -17,7 +17,7 @@ from flask import Blueprint, Response, current_app, request
 from flask_login import current_user, login_required
 from jinja2_fragments.flask import render_block
 
-from . import presence
+from . import presence, reconcile
 from .db import batched, connect, get_db, utcnow
 
 bp = Blueprint("live", __name__)
@@ -138,7 +138,7 @@ class Hub:
 
     def _run(self):
         version = None
-        next_tick = next_purge = 0
+        next_tick = next_purge = next_reconcile = 0
         while True:
             time.sleep(POLL_SECONDS)
             try:
@@ -151,6 +151,10 @@ class Hub:
                     with self.lock:
                         watched = sorted({stream.agent_id for stream in self.streams})
                     presence.run_tick(self.app, self.db, watched)
+                if time.monotonic() >= next_reconcile:
+                    next_reconcile = time.monotonic() + reconcile.EVERY_SECONDS
+                    if reconcile.overdue(self.db, datetime.now(timezone.utc)):
+                        reconcile.run_soon(self.app)
                 if time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + PURGE_SECONDS
                     batched(self.db, purge, self.app.config["EVENTS_KEEP"])

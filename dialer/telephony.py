@@ -107,6 +107,16 @@ def hang_up(call_sid):
         raise _error(exc) from exc
 
 
+def fetch_call(call_sid):
+    """What Twilio's REST API says of a call now: (status, duration in seconds or None, end time or None)."""
+    try:
+        call = get_client().calls(call_sid).fetch()
+    except (TwilioException, requests.RequestException) as exc:
+        raise _error(exc) from exc
+    duration = int(call.duration) if (call.duration or "").isdigit() else None
+    return call.status, duration, call.end_time
+
+
 def redirect(call_sid, url):
     """Make a live call leave what it is doing (a queue) and run the TwiML at `url` (POST)."""
     try:

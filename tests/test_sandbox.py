@@ -6,6 +6,7 @@ import os
 import re
 import time
 import wave
+from datetime import datetime, timedelta, timezone
 
 import jsonschema
 import pytest
@@ -527,3 +528,66 @@ def test_a_recording_when_twilio_cannot_be_reached_says_so(app, client, auth, db
     db["calls"].update(call["id"], {"recording_sid": "RE" + "9" * 32})
     response = client.get(f"/calls/{call['id']}/recording.wav")
     assert response.status_code == 502 and "could not reach Twilio" in response.get_data(as_text=True)
+
+
+# --- a lost last callback: Twilio's API is asked (dialer/reconcile.py) -------------------------------
+
+def lose_the_last_callback(db, call_id):
+    """The database as it would be had the customer's `completed` callback never arrived."""
+    with db.conn:
+        db.execute("DELETE FROM call_events WHERE call_id = ? AND source = 'status' AND status = 'completed'", [call_id])
+        db.execute("UPDATE calls SET status = 'in-progress', ended_at = NULL, duration = NULL WHERE id = ?", [call_id])
+        db.execute("UPDATE agents SET presence = 'on-call' WHERE id = (SELECT agent_id FROM calls WHERE id = ?)", [call_id])
+
+
+def test_a_call_whose_completed_callback_was_lost_is_ended_from_twilios_api_and_frees_the_agent(
+        app, client, auth, db, agent, caplog):
+    from dialer import reconcile
+    call_id = dial(client, auth, db, "020 7946 0000")
+    incoming = agent.next("incoming")
+    agent.act(incoming["call_sid"], "accept")
+    wait_for(lambda: call_queries.get_call(db, call_id)["status"] == "in-progress")
+    time.sleep(0.3)
+    agent.act(incoming["call_sid"], "disconnect")
+    real = finished(db, call_id)
+    wait_for(lambda: call_queries.get_call(db, call_id)["dial_result"])
+    lose_the_last_callback(db, call_id)
+    alice = agent_by_username(db, "alice")["id"]
+    assert call_queries.live_call(db, alice)["id"] == call_id  # stuck: she could not place another call
+
+    now = datetime.now(timezone.utc)
+    assert reconcile.overdue(db, now) == []  # too soon: the callback may still be on its way
+    later = now + reconcile.QUIET + timedelta(seconds=1)
+    assert [row[0] for row in reconcile.overdue(db, later)] == [call_id]
+    assert reconcile.run(app, later) == [call_id]
+    row = call_queries.get_call(db, call_id)
+    assert (row["status"], row["duration"]) == ("completed", real["duration"])  # Twilio's own figures
+    assert row["answered_at"] <= row["ended_at"] <= datetime.now(timezone.utc).isoformat()
+    assert call_queries.live_call(db, alice) is None
+    assert agent_by_username(db, "alice")["presence"] == "wrap-up"
+    page = html.unescape(client.get(f"/calls/{call_id}").get_data(as_text=True))
+    assert "its last callback never came: Twilio's API was asked" in page
+    assert "its last status callback never came; Twilio says completed" in caplog.text
+    assert reconcile.overdue(db, later + reconcile.RECHECK) == []  # ended: never asked again
+
+
+def test_a_quiet_live_call_is_asked_about_once_per_recheck_and_left_live_an_unknown_one_logged(
+        app, client, auth, db, agent, caplog):
+    from dialer import reconcile
+    call_id = dial(client, auth, db, "020 7946 0000")
+    incoming = agent.next("incoming")
+    agent.act(incoming["call_sid"], "accept")
+    wait_for(lambda: call_queries.get_call(db, call_id)["status"] == "in-progress")
+    now = datetime.now(timezone.utc)
+    later = now + reconcile.RECHECK + timedelta(seconds=1)
+    assert reconcile.overdue(db, now + reconcile.QUIET * 2) == []  # talking, the <Dial> not over: no hurry
+    assert reconcile.run(app, later) == []  # a long talk: asked, still in progress, left as it is
+    assert call_queries.get_call(db, call_id)["status"] == "in-progress"
+    assert reconcile.overdue(db, later + timedelta(seconds=10)) == []  # not asked again so soon
+    other = call_queries.create_call(db, agent_by_username(db, "alice")["id"], "+442079460001")
+    with db.conn:
+        db.execute("UPDATE calls SET customer_call_sid = ?, status = 'ringing' WHERE id = ?", ["CA" + "e" * 32, other["id"]])
+    assert reconcile.run(app, later + reconcile.RECHECK * 2) == []  # Twilio knows no such call: logged, left
+    assert f"call {other['id']}: asking Twilio about CA{'e' * 32} failed" in caplog.text
+    agent.act(incoming["call_sid"], "disconnect")
+    finished(db, call_id)
