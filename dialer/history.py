@@ -15,7 +15,7 @@ from flask_wtf import FlaskForm
 from wtforms import SelectField, TextAreaField
 from wtforms.validators import Length, Optional
 
-from . import calls, telephony
+from . import calls, params, telephony
 from .db import EVERYONE, get_db
 from .pages import render
 
@@ -299,11 +299,23 @@ TIMELINE = {
 }
 
 
+def _happened(event):
+    """When an event happened: Twilio's Timestamp (status callbacks carry one) when it is a date this
+    event can have, else when it arrived. A late callback then takes its own place in the story."""
+    sent = event["params"].get("Timestamp") if isinstance(event["params"], dict) else None
+    if isinstance(sent, str):
+        try:
+            return min(params.timestamp(sent), event["received_at"])  # never after it reached us
+        except ValueError:
+            pass
+    return event["received_at"]
+
+
 def timeline(call, events):
-    """The call's events as a person reads them, in order, without repeats: (when, sentence)."""
+    """The call's events as a person reads them, in the order they happened, without repeats: (when, sentence)."""
     said, lines = set(), []
     hung_up = _who_hung_up(events)
-    for event in events:
+    for when, _, event in sorted((_happened(event), index, event) for index, event in enumerate(events)):
         status, source, values = event["status"], event["source"], event["params"]
         if source in ("status", "twiml") and event["call_sid"] and call["customer_call_sid"] \
                 and event["call_sid"] != call["customer_call_sid"]:
@@ -332,7 +344,7 @@ def timeline(call, events):
             text = f"the call ended: {calls.outcome(call)}" if status == call["status"] else f"the call ended ({calls.status_label(status)})"
         if text and text not in said:
             said.add(text)
-            lines.append((event["received_at"], text))
+            lines.append((when, text))
     return lines
 
 

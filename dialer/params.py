@@ -57,7 +57,7 @@ def _whole(low, high):
     return check
 
 
-def _timestamp(text):
+def timestamp(text):
     """RFC 2822, between Twilio's first year and a day from now, as ISO UTC text."""
     try:
         when = parsedate_to_datetime(text).astimezone(timezone.utc)
@@ -103,7 +103,7 @@ FIELDS = {
     "RecordingDuration": _whole(0, MAX_CALL_SECONDS),
     "RecordingChannels": _whole(1, 2),
     "ErrorCode": _whole(0, 99999),
-    "Timestamp": _timestamp,
+    "Timestamp": timestamp,
     "RecordingUrl": _url,
     # Customers calling in: the caller, and what the queue and <Record> report.
     "From": _caller,

@@ -1,5 +1,7 @@
 """The history list: who sees what, number search in any format, filters, keyset pages, bad values."""
 import re
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import pytest
 
@@ -268,3 +270,36 @@ def test_today_on_the_dialer_and_the_board_is_the_centres_day(app, client, auth,
     page = client.get("/").get_data(as_text=True)
     assert "Today <small class=\"hint\">(America/New_York)</small>" in page
     assert f'id="recent-call-{after}"' in page and f'id="recent-call-{before}"' not in page
+
+
+def test_the_timeline_puts_a_late_callback_where_its_timestamp_says_it_happened(client, auth, db):
+    """Found by the black-box run: held back 16 s, "dialling the customer" came after "talking"."""
+    auth.create("alice")
+    call = calls.create_call(db, agent_id(db, "alice"), "+442079460000")
+    leg, agent_leg = "CA" + "5" * 32, "CA" + "6" * 32
+    start = datetime.now(timezone.utc) - timedelta(seconds=30)
+    with db.conn:  # placed half a minute ago
+        placed = (start - timedelta(seconds=1)).isoformat(timespec="seconds")
+        db.execute("UPDATE calls SET created_at = ? WHERE id = ?", [placed, call["id"]])
+        db.execute("UPDATE call_events SET received_at = ? WHERE call_id = ?", [placed, call["id"]])
+
+    def event(source, sid, status, seconds=None, sequence=None):
+        values = {"CallSid": sid, "CallStatus": status}
+        if seconds is not None:
+            values["Timestamp"] = format_datetime(start + timedelta(seconds=seconds))
+        if sequence is not None:
+            values["SequenceNumber"] = str(sequence)
+        calls.apply_event(db, call["id"], source, params.read(values))
+
+    event("agent", agent_leg, "ringing")  # the agent's leg reported at once…
+    event("agent", agent_leg, "in-progress")
+    event("status", leg, "initiated", 1, 0)  # …the customer's callbacks held back, and released late
+    event("status", leg, "ringing", 3, 1)
+    event("status", leg, "in-progress", 9, 2)
+    row = calls.get_call(db, call["id"])
+    lines = history.timeline(row, calls.events_for(db, call["id"]))
+    assert [text for _, text in lines] == [
+        "placed", "dialling the customer", "the customer's phone rang",
+        "the customer answered and heard the hold message", "the agent's phone rang", "the agent answered: talking"]
+    assert [when for when, _ in lines] == sorted(when for when, _ in lines)
+    assert lines[1][0] == (start + timedelta(seconds=1)).isoformat(timespec="seconds")  # its own time, not arrival
