@@ -17,7 +17,7 @@ from flask_login import (LoginManager, UserMixin, current_user, login_required, 
 from flask_wtf import FlaskForm
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import PasswordField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, EqualTo, Length
 
 from . import audit, calls, devices, live, presence
 from .db import connect, get_db, one, utcnow, writing
@@ -383,6 +383,49 @@ def login():
         current_app.logger.info("failed sign-in for %r from %s", username, address)
     status = 422 if request.method == "POST" else 200
     return render_template("auth/login.html", form=form), status
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired(), Length(max=PASSWORD_MAX_LENGTH)])
+    new = PasswordField("New password", validators=[DataRequired(), Length(max=PASSWORD_MAX_LENGTH)])
+    again = PasswordField("New password again", validators=[
+        DataRequired(), EqualTo("new", message="The two new passwords are not the same.")])
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@login_required
+def change_password():
+    """An agent sets their own password, giving the current one (throttled like a sign-in, since a
+    session left open must not let anyone guess it); then every session of theirs ends, this one too."""
+    form = PasswordForm()
+    if form.validate_on_submit():
+        db, username, address = get_db(), current_user.username, client_address()
+        device = devices.trusted_for(username)
+        trusted = {"device": device} if device else {}
+        wait, kind = audit.sign_in_wait(db, username, address, device)
+        if wait:
+            audit.record(db, audit.SIGN_IN_THROTTLED, username=username, address=address, limit=kind,
+                         form="password", **trusted)
+            response = make_response(render_template(
+                "auth/password.html", form=form, refusal=audit.throttle_sentence(kind, wait)), 429)
+            response.headers["Retry-After"] = str(wait)
+            return response
+        if not verify_password(db, username, form.current.data):
+            audit.record(db, audit.SIGN_IN_FAILED, username=username, address=address, form="password", **trusted)
+            form.current.errors.append("That is not your current password.")
+        elif form.new.data == form.current.data:
+            form.new.errors.append("The new password is the same as the current one.")
+        else:
+            try:
+                set_password(db, username, form.new.data, actor=username)
+            except ValueError as error:
+                form.new.errors.append(str(error))
+            else:
+                logout_user()
+                flash(session_end_sentence("password-changed"))
+                return redirect(url_for("auth.login"))
+    status = 422 if request.method == "POST" else 200
+    return render_template("auth/password.html", form=form), status
 
 
 @bp.route("/logout", methods=["POST"])

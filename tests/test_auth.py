@@ -695,3 +695,67 @@ def test_a_switched_off_agent_is_offered_no_caller_leaves_the_board_and_keeps_th
     assert "+44 20 7946 0000" in history  # her calls stay, under her name
     created = runner.invoke(args=["agents", "create", "alice"], input=f"{PASSWORD}\n{PASSWORD}\n")
     assert created.exit_code != 0 and "flask --app app agents enable alice" in created.output
+
+
+# --- an agent changes their own password ------------------------------------------------------
+
+NEW_PASSWORD = "lantern orbit pebble fjord"
+
+
+def change(client, auth, current=PASSWORD, new=NEW_PASSWORD, again=None):
+    return client.post("/password", data={"current": current, "new": new, "again": new if again is None else again,
+                                          "csrf_token": auth.csrf(path="/password")})
+
+
+def test_an_agent_changes_their_own_password_and_every_session_of_theirs_ends(app, client, auth, db):
+    auth.create("alice")
+    assert client.get("/password").status_code == 302  # signed out: to the sign-in page
+    auth.login("alice")
+    other = app.test_client()
+    auth.login("alice", client=other)
+    page = client.get("/password").get_data(as_text=True)
+    assert "Change your password" in page and 'autocomplete="new-password"' in page
+    assert 'href="/password"' in client.get("/").get_data(as_text=True)  # reached from every page
+    response = change(client, auth)
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+    assert "Your password was changed" in client.get("/login").get_data(as_text=True)
+    assert client.get("/").status_code == 302 and other.get("/").status_code == 302
+    assert sign_in(client, "alice").status_code == 422  # the old one no longer works
+    assert sign_in(client, "alice", NEW_PASSWORD).status_code == 302
+    entry = audit_rows(db, audit.PASSWORD_SET)[-1]
+    assert (entry["username"], entry["actor"], json.loads(entry["details"])["sessions_ended"]) == ("alice", "alice", 2)
+
+
+@pytest.mark.parametrize("form, sentence", [
+    ({"current": "not my password at all"}, "That is not your current password."),
+    ({"again": "lantern orbit pebble fjords"}, "The two new passwords are not the same."),
+    ({"new": "password1"}, "That password is too easy to guess"),
+    ({"new": "short"}, "A password needs at least 8 characters."),
+    ({"new": PASSWORD}, "The new password is the same as the current one."),
+    ({"new": ""}, "This field is required."),
+])
+def test_a_password_change_that_cannot_be_made_says_why_and_changes_nothing(client, auth, db, form, sentence):
+    auth.create("alice")
+    auth.login("alice")
+    before = agent_by_username(db, "alice")["password_hash"]
+    response = change(client, auth, **form)
+    assert response.status_code == 422 and sentence in response.get_data(as_text=True)
+    assert agent_by_username(db, "alice")["password_hash"] == before
+    assert client.get("/").status_code == 200  # still signed in
+
+
+def test_guessing_the_current_password_from_an_open_session_is_throttled_like_a_sign_in(client, auth, db):
+    auth.create("alice")
+    auth.login("alice")
+    codes = [change(client, auth, current=f"guess number {n}").status_code for n in range(7)]
+    assert codes == [422] * 5 + [429] * 2
+    refused = change(client, auth)  # even the right one, for a while
+    assert refused.status_code == 429 and "Too many failed" in refused.get_data(as_text=True)
+    assert [json.loads(r["details"])["form"] for r in audit_rows(db, audit.SIGN_IN_FAILED)] == ["password"] * 5
+
+
+def test_the_password_form_needs_its_csrf_token(client, auth):
+    auth.create("alice")
+    auth.login("alice")
+    response = client.post("/password", data={"current": PASSWORD, "new": NEW_PASSWORD, "again": NEW_PASSWORD})
+    assert response.status_code == 400
