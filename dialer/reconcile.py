@@ -3,7 +3,8 @@
 Twilio does not send a status callback again, and one can be lost (the dialer restarting, a
 network fault). Without its `completed` the call would stay live for good: the panel would say
 "talking", the talk time would count on, and the agent could not place another call (409). So
-every RECONCILE_SECONDS each process's event hub looks for live calls that should have ended:
+every EVERY_SECONDS the event hub of each process that holds open pages (live.py) looks for live
+calls that should have ended:
 
 - the <Dial> is over (its action came, or the agent's leg ended) and nothing came for QUIET;
 - or nothing at all came for RECHECK (a customer's phone that rang out, or a long talk).
@@ -33,13 +34,15 @@ def _iso(moment):
 def overdue(db, now):
     """Ids and CallSids of live calls to ask Twilio about at `now` (a read)."""
     terminal = ", ".join("?" * len(calls.TERMINAL))
+    # Live calls are few: the cheap conditions come first, the newest event only for those.
     return db.execute(
         "SELECT id, customer_call_sid FROM ("
-        "  SELECT calls.id, customer_call_sid, dial_result, agent_status, checked_at,"
-        "         (SELECT received_at FROM call_events WHERE call_id = calls.id ORDER BY id DESC LIMIT 1) AS last_at"
+        "  SELECT calls.id, customer_call_sid, dial_result, agent_status, coalesce("
+        "         (SELECT received_at FROM call_events WHERE call_id = calls.id ORDER BY id DESC LIMIT 1),"
+        "         created_at) AS last_at"
         f"  FROM calls WHERE status NOT IN ({terminal}) AND customer_call_sid IS NOT NULL AND created_at > ?"
-        ") WHERE (checked_at IS NULL OR checked_at <= ?) AND coalesce(last_at, '') <= ? "
-        f"AND (dial_result IS NOT NULL OR agent_status IN ({terminal}) OR coalesce(last_at, '') <= ?) "
+        "  AND (checked_at IS NULL OR checked_at <= ?)"
+        f") WHERE last_at <= ? AND (dial_result IS NOT NULL OR agent_status IN ({terminal}) OR last_at <= ?) "
         "ORDER BY id LIMIT ?",
         [*calls.TERMINAL, _iso(now - HORIZON), _iso(now - RECHECK), _iso(now - QUIET), *calls.TERMINAL,
          _iso(now - RECHECK), BATCH]).fetchall()
