@@ -113,6 +113,14 @@ def call_with_identity(db, call_id):
                     "LEFT JOIN agents ON agents.id = calls.agent_id WHERE calls.id = ?", [call_id])
 
 
+def dial_target(db, call_id):
+    """What customer-to-agent needs of a call, in one small read: (status, customer CallSid, customer
+    number, agent's client identity), or None."""
+    return db.conn.execute("SELECT calls.status, calls.customer_call_sid, calls.customer_number, agents.identity "
+                           "FROM calls LEFT JOIN agents ON agents.id = calls.agent_id WHERE calls.id = ?",
+                           [call_id]).fetchone()
+
+
 def call_by_attempt(db, agent_id, attempt_key):
     """The call this agent's form submit with this key placed, or None."""
     return one(db, "SELECT * FROM calls WHERE agent_id = ? AND attempt_key = ?", [agent_id, attempt_key])

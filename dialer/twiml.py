@@ -156,23 +156,28 @@ def customer_to_agent(db, cfg, args, callback, template, logger):
     Returns the TwiML text; `template` is `customer_to_agent_template()`'s.
 
     This request asks what to do; it reports nothing the status callbacks do not. The same moment
-    comes as the `answered` callback every call requests (`telephony.STATUS_EVENTS`), which moves the call to
-    in-progress and is kept durably as its event. So in the usual case, a live call whose CallSid
+    comes as the `answered` callback every call requests (`telephony.STATUS_EVENTS`), which moves
+    the call to in-progress and is kept durably as its event. So in the usual case, a live call whose CallSid
     the REST reply or a callback already gave, the answer is read from the call and nothing is
     written. Otherwise the request is applied like a callback and kept as an event (the CallSid is
     news, or the timeline should show why nobody was rung).
     """
     requested = args.get("call", "")
-    call = calls.call_with_identity(db, int(requested)) if _row_id(requested) else None
-    if (call is None or not call["agent_identity"] or calls.is_terminal(call["status"])
-            or not call["customer_call_sid"] or call["customer_call_sid"] != callback.raw.get("CallSid")):
-        call = apply_callback(db, "twiml", requested, callback, "/twiml/customer-to-agent", logger)
+    known = calls.dial_target(db, int(requested)) if _row_id(requested) else None
+    if known:
+        status, call_sid, customer_number, identity = known
+        if identity and call_sid and call_sid == callback.raw.get("CallSid") and not calls.is_terminal(status):
+            return _dial(template, str(int(requested)), identity, customer_number)
+    call = apply_callback(db, "twiml", requested, callback, "/twiml/customer-to-agent", logger)
     if (call is None or not call["agent_identity"] or calls.is_terminal(call["status"])
             or call["customer_call_sid"] != callback.raw.get("CallSid")):
         return apology_twiml(cfg)  # no such call, an ended one, or another leg's CallSid: ring nobody
-    return (template.replace(_CALL, str(call["id"]))
-            .replace(_IDENTITY, escape(call["agent_identity"]))
-            .replace(_CUSTOMER, escape(call["customer_number"], {'"': "&quot;"})))
+    return _dial(template, str(call["id"]), call["agent_identity"], call["customer_number"])
+
+
+def _dial(template, call_id, identity, customer_number):
+    return (template.replace(_CALL, call_id).replace(_IDENTITY, escape(identity))
+            .replace(_CUSTOMER, escape(customer_number, {'"': "&quot;"})))
 
 
 def status(db, cfg, args, callback, logger):
