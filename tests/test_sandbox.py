@@ -17,6 +17,7 @@ from twilio.jwt.access_token.grants import VoiceGrant
 from twilio.rest import Client
 
 from dialer import calls as call_queries
+from dialer import reconcile
 from dialer.auth import agent_by_username
 from dialer.telephony import BaseUrlHttpClient
 
@@ -540,13 +541,18 @@ def lose_the_last_callback(db, call_id):
         db.execute("UPDATE agents SET presence = 'on-call' WHERE id = (SELECT agent_id FROM calls WHERE id = ?)", [call_id])
 
 
-def test_a_call_whose_completed_callback_was_lost_is_ended_from_twilios_api_and_frees_the_agent(
-        app, client, auth, db, agent, caplog):
-    from dialer import reconcile
+def talking(client, auth, db, agent):
+    """A call alice placed and answered: its id and her phone's incoming call."""
     call_id = dial(client, auth, db, "020 7946 0000")
     incoming = agent.next("incoming")
     agent.act(incoming["call_sid"], "accept")
     wait_for(lambda: call_queries.get_call(db, call_id)["status"] == "in-progress")
+    return call_id, incoming
+
+
+def test_a_call_whose_completed_callback_was_lost_is_ended_from_twilios_api_and_frees_the_agent(
+        app, client, auth, db, agent, caplog):
+    call_id, incoming = talking(client, auth, db, agent)
     time.sleep(0.3)
     agent.act(incoming["call_sid"], "disconnect")
     real = finished(db, call_id)
@@ -573,11 +579,7 @@ def test_a_call_whose_completed_callback_was_lost_is_ended_from_twilios_api_and_
 
 def test_a_quiet_live_call_is_asked_about_once_per_recheck_and_left_live_an_unknown_one_logged(
         app, client, auth, db, agent, caplog):
-    from dialer import reconcile
-    call_id = dial(client, auth, db, "020 7946 0000")
-    incoming = agent.next("incoming")
-    agent.act(incoming["call_sid"], "accept")
-    wait_for(lambda: call_queries.get_call(db, call_id)["status"] == "in-progress")
+    call_id, incoming = talking(client, auth, db, agent)
     now = datetime.now(timezone.utc)
     later = now + reconcile.RECHECK + timedelta(seconds=1)
     assert reconcile.overdue(db, now + reconcile.QUIET * 2) == []  # talking, the <Dial> not over: no hurry
