@@ -466,7 +466,11 @@ def _status_changes(call, status, values):
 
 
 def outcome(call):
-    """The call's state in the agent's words: honest about who never answered."""
+    """The call's state in the agent's words: honest about who never answered. A call still going
+    reads as its panel does (`live_state`), from the agent's leg too: a late customer callback never
+    shows "ringing" while both sides talk."""
+    if not is_terminal(call["status"]):
+        return live_state(call)[0]
     if call["direction"] == "inbound" and is_terminal(call["status"]):
         if call["agent_answered_at"]:
             return "answered"
@@ -497,16 +501,16 @@ def live_state(call):
     status = call["status"]
     if is_terminal(status):
         return outcome(call), None
-    if call["direction"] == "inbound" and not call["agent_answered_at"]:
+    if call["direction"] == "inbound" and not call.get("agent_answered_at"):
         if call.get("queued_at"):
             return "waiting in the queue", call["queued_at"]
-        return "calling in: ringing agents", call["answered_at"]
+        return "calling in: ringing agents", call.get("answered_at")
     # The agent's phone rings only once the customer has answered, so its callbacks say so even
     # when the customer's own `answered` callback is late: the panel never says "ringing" mid-talk.
-    if call["agent_answered_at"]:
+    if call.get("agent_answered_at"):
         return "talking", call["agent_answered_at"]
-    if status == "in-progress" or call["agent_status"] == "ringing":
-        return "customer waiting for you", call["answered_at"]
+    if status == "in-progress" or call.get("agent_status") == "ringing":
+        return "customer waiting for you", call.get("answered_at")
     if status == "ringing":
         return "customer ringing", None
     return "dialling", None

@@ -130,7 +130,9 @@ def test_the_agents_phone_ringing_or_answered_tells_the_customer_answered_when_t
     agent_leg = "CA" + "2" * 32
     ringing = calls.apply_event(db, call["id"], "agent", params.read({"CallStatus": "ringing", "CallSid": agent_leg}))[0]
     assert (ringing["status"], calls.live_state(ringing)[0]) == ("ringing", "customer waiting for you")
+    assert calls.outcome(ringing) == "customer waiting for you"  # the call page and history say so too
     talking = calls.apply_event(db, call["id"], "agent", params.read({"CallStatus": "in-progress", "CallSid": agent_leg}))[0]
+    assert calls.outcome(talking) == "talking"
     assert calls.live_state(talking) == ("talking", talking["agent_answered_at"])
     answered = status(db, call, "in-progress")  # the customer's own, late, without a Timestamp
     assert calls.live_state(answered)[0] == "talking"
