@@ -305,7 +305,9 @@ def _happened(event):
     sent = event["params"].get("Timestamp") if isinstance(event["params"], dict) else None
     if isinstance(sent, str):
         try:
-            return min(params.timestamp(sent), event["received_at"])  # never after it reached us
+            # Twilio's RFC 2822, or the ISO end time reconcile.py kept from Twilio's API
+            when = params.timestamp(sent) if event["source"] != "rest" else datetime.fromisoformat(sent).isoformat()
+            return min(when, event["received_at"])  # never after it reached us
         except ValueError:
             pass
     return event["received_at"]

@@ -159,14 +159,16 @@ def customer_to_agent(db, cfg, args, callback, template, logger):
     comes as the `answered` callback every call requests (`telephony.STATUS_EVENTS`), which moves
     the call to in-progress and is kept durably as its event. So in the usual case, a live call whose CallSid
     the REST reply or a callback already gave, the answer is read from the call and nothing is
-    written. Otherwise the request is applied like a callback and kept as an event (the CallSid is
-    news, or the timeline should show why nobody was rung).
+    written; nor for an ended call (nobody is rung). Otherwise the request is applied like a
+    callback and kept as an event (the CallSid is news, or another leg's).
     """
     requested = args.get("call", "")
     known = calls.dial_target(db, int(requested)) if _row_id(requested) else None
     if known:
         status, call_sid, customer_number, identity = known
-        if identity and call_sid and call_sid == callback.raw.get("CallSid") and not calls.is_terminal(status):
+        if calls.is_terminal(status):
+            return apology_twiml(cfg)  # ended: ring nobody, and the call's story stays as it ended
+        if identity and call_sid and call_sid == callback.raw.get("CallSid"):
             return _dial(template, str(int(requested)), identity, customer_number)
     call = apply_callback(db, "twiml", requested, callback, "/twiml/customer-to-agent", logger)
     if (call is None or not call["agent_identity"] or calls.is_terminal(call["status"])

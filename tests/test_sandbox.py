@@ -17,7 +17,7 @@ from twilio.jwt.access_token.grants import VoiceGrant
 from twilio.rest import Client
 
 from dialer import calls as call_queries
-from dialer import reconcile
+from dialer import history, reconcile
 from dialer.auth import agent_by_username
 from dialer.telephony import BaseUrlHttpClient
 
@@ -573,6 +573,8 @@ def test_a_call_whose_completed_callback_was_lost_is_ended_from_twilios_api_and_
     assert agent_by_username(db, "alice")["presence"] == "wrap-up"
     page = html.unescape(client.get(f"/calls/{call_id}").get_data(as_text=True))
     assert "its last callback never came: Twilio's API was asked" in page
+    ended_line = [when for when, text in history.timeline(row, call_queries.events_for(db, call_id)) if "never came" in text]
+    assert ended_line == [row["ended_at"]]  # Twilio's end time, not when the dialer asked
     assert "its last status callback never came; Twilio says completed" in caplog.text
     assert reconcile.overdue(db, later + reconcile.RECHECK) == []  # ended: never asked again
 

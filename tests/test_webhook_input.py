@@ -222,8 +222,11 @@ def test_customer_to_agent_rings_nobody_for_another_leg_or_an_ended_call(client,
                 {"CallSid": LEG, "CallStatus": "completed" if case == "the call has ended" else "ringing",
                  "SequenceNumber": "1"})
     sid = "CA" + "b" * 32 if case == "another leg's CallSid" else LEG
+    before = len(call_queries.events_for(db, call["id"]))
     response = signed_post(client, sign, path, {"CallSid": sid, "CallStatus": "in-progress"})
     assert b"<Dial" not in response.data and b"<Hangup" in response.data
+    if case == "the call has ended":  # its story stays as it ended: no "answered" after "ended"
+        assert len(call_queries.events_for(db, call["id"])) == before
 
 
 @pytest.mark.parametrize("signature", ["é" * 28, "\x00", "x" * 5000])
