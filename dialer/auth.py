@@ -53,6 +53,11 @@ class Agent(UserMixin):
         return self.session_token
 
     @property
+    def session_id(self):
+        """The sessions row of this sign-in (the token's hash), or None."""
+        return _session_id(self.session_token) if self.session_token else None
+
+    @property
     def is_supervisor(self):
         return self.role == "supervisor"
 

@@ -106,10 +106,15 @@ def message(event_id, html):
 class Stream:
     """One open `/events` response: who it is for, and the messages waiting for it."""
 
-    def __init__(self, agent_id, supervisor):
+    def __init__(self, agent_id, supervisor, session_id=None):
         self.agent_id = agent_id
         self.supervisor = supervisor
+        self.session_id = session_id  # the sign-in it was opened with: it ends when that does
         self.queue = queue.Queue()
+
+    def close(self):
+        """End the response at once (its sign-in ended): the browser reconnects and is refused."""
+        self.queue.put((None, None))
 
     def may_see(self, agent_id):
         return self.supervisor or agent_id == self.agent_id
@@ -151,6 +156,7 @@ class Hub:
                     with self.lock:
                         watched = sorted({stream.agent_id for stream in self.streams})
                     presence.run_tick(self.app, self.db, watched)
+                    self._close_signed_out()
                 if time.monotonic() >= next_reconcile:
                     next_reconcile = time.monotonic() + reconcile.EVERY_SECONDS
                     if reconcile.overdue(self.db, datetime.now(timezone.utc)):
@@ -160,6 +166,22 @@ class Hub:
                     batched(self.db, purge, self.app.config["EVENTS_KEEP"])
             except Exception:  # a locked or busy moment: the next poll tries again
                 self.app.logger.exception("event hub: reading new events failed")
+
+    def _close_signed_out(self):
+        """Streams whose sign-in has ended (signed out, a new password, the agent switched off)
+        stop now, not at the end of their lifetime: what someone who has left sees stops with it."""
+        with self.lock:
+            streams = [stream for stream in self.streams if stream.session_id]
+        if not streams:
+            return
+        marks = ", ".join("?" * len(streams))
+        ended = {row[0] for row in self.db.execute(
+            f"SELECT sessions.id FROM sessions JOIN agents ON agents.id = sessions.agent_id WHERE sessions.id IN ({marks}) "
+            "AND (sessions.ended_at IS NOT NULL OR agents.disabled_at IS NOT NULL)",
+            [stream.session_id for stream in streams])}
+        for stream in streams:
+            if stream.session_id in ended:
+                stream.close()
 
     def _deliver_new_rows(self):
         rows = self.db.execute("SELECT id, topic, agent_id, data FROM events WHERE id > ? ORDER BY id",
@@ -264,7 +286,7 @@ def _last_event_id():
 def events():
     """Server-sent events: the user's calls (a supervisor: everyone's), resumable with Last-Event-ID."""
     cfg = current_app.config
-    stream = Stream(current_user.id, current_user.is_supervisor)
+    stream = Stream(current_user.id, current_user.is_supervisor, current_user.session_id)
     the_hub = hub(current_app._get_current_object())
     the_hub.subscribe(stream)  # before reading what to start with: nothing falls between the two
     db = get_db()
@@ -296,6 +318,8 @@ def events():
                 except queue.Empty:
                     yield ": keep-alive\n\n"
                     continue
+                if event_id is None:
+                    return  # its sign-in ended: the reconnect is refused with the reason
                 if event_id > upto:  # the start covered everything up to `upto`
                     yield text
             # The browser reconnects at once with Last-Event-ID: the sign-in is checked again.

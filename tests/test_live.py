@@ -141,6 +141,30 @@ def test_the_agents_phone_ringing_or_answered_tells_the_customer_answered_when_t
     assert wait == 0 and talk is not None
 
 
+@pytest.mark.parametrize("app_config", [{"EVENTS_KEEPALIVE_SECONDS": 0.05, "PRESENCE_TICK_SECONDS": 0.2}])
+@pytest.mark.parametrize("how", ["signed out in another tab", "switched off", "given a new password"])
+def test_an_open_stream_ends_within_a_tick_when_its_sign_in_ends(app, client, auth, runner, people, how):
+    """Found by the black-box run: a switched-off agent's page kept getting callers' numbers for 298 s."""
+    auth.login("alice")
+    events = open_events(client)
+    events.read_until(lambda m: any(data == "" for _, data in m))
+    if how == "signed out in another tab":
+        client.post("/logout", data={"csrf_token": auth.csrf()})
+    elif how == "switched off":
+        runner.invoke(args=["agents", "disable", "alice"])
+    else:
+        runner.invoke(args=["agents", "set-password", "alice"], input="lantern orbit pebble fjord\n" * 2)
+    started = time.monotonic()
+    with pytest.raises(StopIteration):  # the response ends (a browser reconnects, and is refused)
+        events.read_until(lambda _: False, timeout=5)
+    assert time.monotonic() - started < 2
+    assert open_events_status(client) == 401
+
+
+def open_events_status(client):
+    return client.get("/events", headers={"HX-Request": "true", "Accept": "text/event-stream"}).status_code
+
+
 def test_an_agents_stream_never_carries_another_agents_call(client, auth, db, people):
     alices = calls.create_call(db, people["alice"], "+442079460000")
     auth.login("bob")
