@@ -1,6 +1,7 @@
 """Sign-in security: throttling, the password policy, server-side sessions, cookies, the audit log."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -739,7 +740,10 @@ def test_a_password_change_that_cannot_be_made_says_why_and_changes_nothing(clie
     auth.login("alice")
     before = agent_by_username(db, "alice")["password_hash"]
     response = change(client, auth, **form)
-    assert response.status_code == 422 and sentence in response.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422 and sentence in page
+    error = re.search(r'<p class="error" id="(\w+)-error" role="alert">', page)  # tied to its field, which has focus
+    assert error and re.search(rf'<input[^>]*aria-describedby="[^"]*{error[1]}-error"[^>]*autofocus[^>]*id="{error[1]}"', page)
     assert agent_by_username(db, "alice")["password_hash"] == before
     assert client.get("/").status_code == 200  # still signed in
 
