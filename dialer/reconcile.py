@@ -3,8 +3,8 @@
 Twilio does not send a status callback again, and one can be lost (the dialer restarting, a
 network fault). Without its `completed` the call would stay live for good: the panel would say
 "talking", the talk time would count on, and the agent could not place another call (409). So
-every EVERY_SECONDS the event hub of each process that holds open pages (live.py) looks for live
-calls that should have ended:
+every EVERY_SECONDS the event hub of each process (live.py: started by the first page opened
+there) looks for live calls that should have ended:
 
 - the <Dial> is over (its action came, or the agent's leg ended) and nothing came for QUIET;
 - or nothing at all came for RECHECK (a customer's phone that rang out, or a long talk).
