@@ -471,7 +471,7 @@ def outcome(call):
     shows "ringing" while both sides talk."""
     if not is_terminal(call["status"]):
         return live_state(call)[0]
-    if call["direction"] == "inbound" and is_terminal(call["status"]):
+    if call["direction"] == "inbound":
         if call["agent_answered_at"]:
             return "answered"
         if call.get("voicemail_sid"):

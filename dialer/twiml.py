@@ -157,10 +157,10 @@ def customer_to_agent(db, cfg, args, callback, template, logger):
 
     This request asks what to do; it reports nothing the status callbacks do not. The same moment
     comes as the `answered` callback every call requests (`telephony.STATUS_EVENTS`), which moves
-    the call to in-progress and is kept durably as its event. So in the usual case, a live call whose CallSid
-    the REST reply or a callback already gave, the answer is read from the call and nothing is
-    written; nor for an ended call (nobody is rung). Otherwise the request is applied like a
-    callback and kept as an event (the CallSid is news, or another leg's).
+    the call to in-progress and is kept durably as its event. So in the usual case, a live call
+    whose CallSid the REST reply or a callback already gave, the answer is read from the call and
+    nothing is written; nor for an ended call (nobody is rung). Otherwise the request is applied
+    like a callback and kept as an event (the CallSid is news, or another leg's).
     """
     requested = args.get("call", "")
     known = calls.dial_target(db, int(requested)) if _row_id(requested) else None
